@@ -1,0 +1,199 @@
+"""Each proxy pinned to a value computed by hand, plus the properties it must have."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import zcproxy
+from zcproxy.proxies.naswot import agreement_kernel
+
+
+def conv1x1(*weights):
+    """A bias-free 1x1 convolution from 1 channel to len(weights) channels."""
+    conv = nn.Conv2d(1, len(weights), 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(weights).view(-1, 1, 1, 1))
+    return conv
+
+
+def entropy(a):
+    return -a * math.log(a + 1e-8)
+
+
+# The hand-made input of the Entropic Score tests: one image, one channel, 2x2 pixels.
+X = torch.tensor([0.5, 0.25, -0.1, 0.0]).view(1, 1, 2, 2)
+
+
+def test_entropic_score_by_hand():
+    """conv(w=-2) -> ReLU -> conv(w=3) -> ReLU on X = [0.5, 0.25, -0.1, 0].
+
+    |w| makes the first ReLU output 2·[0.5, 0.25, 0, 0] = [1, 0.5, 0, 0]; each channel divided by
+    its own maximum gives a = [1, 0.5, 0, 0]; entropies -a·log(a+ε) = [0, 0.34657, 0, 0];
+    layer mean 0.086643.  The second layer is 3× the first: same normalised tensor, same
+    0.086643.  BatchNorm is suppressed, so it changes nothing.  Total: 0.173287.
+    """
+    model = nn.Sequential(conv1x1(-2.0), nn.BatchNorm2d(1), nn.ReLU(), conv1x1(3.0), nn.GELU())
+    expected = 2 * (entropy(1.0) + entropy(0.5)) / 4
+    got = zcproxy.score(model, "entropic", inputs=X, use_inputs=True, reinit=False)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.173287, abs=1e-6)
+
+
+def test_entropic_normalisation_readings_differ_by_hand():
+    """conv to 2 channels with w = [1, 3] -> ReLU on X.
+
+    channel 0 = [0.5, 0.25, 0, 0], channel 1 = [1.5, 0.75, 0, 0].
+    "channel" (each channel by its own spatial max): both become [1, .5, 0, 0]:
+        (2·0.34657)/8 = 0.086643.
+    "across_channels" (each position by its max over channels): channel 0 -> [1/3, 1/3, 0, 0],
+        channel 1 -> [1, 1, 0, 0]: (2·(1/3)·ln 3)/8 = 0.091551.
+    """
+    model = nn.Sequential(conv1x1(1.0, 3.0), nn.ReLU())
+    kw = dict(inputs=X, use_inputs=True, reinit=False)
+    per_channel = zcproxy.score(model, "entropic", normalization="channel", **kw)
+    across = zcproxy.score(model, "entropic", normalization="across_channels", **kw)
+    assert per_channel == pytest.approx(2 * entropy(0.5) / 8, rel=1e-6)
+    assert across == pytest.approx(2 * entropy(1 / 3) / 8, rel=1e-6)
+
+
+def test_entropic_layer_mean_and_explain_add_up():
+    model = nn.Sequential(conv1x1(-2.0), nn.ReLU(), conv1x1(3.0), nn.ReLU(), conv1x1(1.0), nn.ReLU())
+    shape = dict(input_shape=(1, 8, 8))
+    total = zcproxy.score(model, "entropic", **shape)
+    mean = zcproxy.score(model, "entropic", reduce="mean", **shape)
+    layers = zcproxy.explain(model, "entropic", **shape)
+    assert len(layers) == 3
+    assert layers["entropy"].sum() == pytest.approx(total, rel=1e-9)
+    assert mean == pytest.approx(total / 3, rel=1e-9)
+
+
+def test_logsynflow_and_synflow_by_hand():
+    """Linear(2→2, W1) -> BN -> ReLU -> Linear(2→1, w2), W1 = [[1,-2],[.5,1]], w2 = [3,-1].
+
+    With |weights| and an all-ones input, R = |w2|·|W1|·1 = 3·3 + 1·1.5.
+    ∂R/∂W1[i, j] = |w2_i| -> rows of 3 and 1; ∂R/∂w2_i = Σ_j |W1[i, j]| = [3, 1.5].
+    LogSynflow = (1+2)·ln4 + (.5+1)·ln2 + 3·ln4 + 1·ln2.5 = 10.273778
+    Synflow    = (1+2)·3   + (.5+1)·1   + 3·3   + 1·1.5   = 21.0
+    """
+    first, second = nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 1.0]]))
+        second.weight.copy_(torch.tensor([[3.0, -1.0]]))
+    model = nn.Sequential(first, nn.BatchNorm1d(2), nn.ReLU(), second)
+    expected_log = 3 * math.log(4) + 1.5 * math.log(2) + 3 * math.log(4) + math.log(2.5)
+    scores = zcproxy.score_many(model, ["logsynflow", "synflow"], input_shape=(2,))
+    assert scores["logsynflow"] == pytest.approx(expected_log, rel=1e-12)
+    assert expected_log == pytest.approx(10.273778, abs=1e-6)
+    assert scores["synflow"] == pytest.approx(21.0, rel=1e-12)
+
+
+def test_naswot_kernel_by_hand():
+    """Codes c0 = 1011, c1 = 1100, c2 = 0000 agree on K = [[4,1,1],[1,4,2],[1,2,4]] units;
+    det K = 4·12 − 1·2 + 1·(−2) = 44."""
+    codes = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]]).bool()
+    k = agreement_kernel(codes)
+    assert k.tolist() == [[4, 1, 1], [1, 4, 2], [1, 2, 4]]
+    # The same pattern end to end: the ReLU sees the signs of the raw inputs.
+    inputs = torch.tensor([[1.0, -1, 2, 3], [0.5, 1, -1, -2], [-1, -1, -1, -1]])
+    model = nn.Sequential(nn.Flatten(), nn.ReLU())
+    assert zcproxy.score(model, "naswot", inputs=inputs) == pytest.approx(math.log(44))
+
+
+def test_naswot_duplicate_images_are_flagged():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten())
+    x = torch.randn(4, 3, 8, 8)
+    x[1] = x[0]
+    with pytest.raises(zcproxy.NonFiniteScoreError, match="naswot"):
+        zcproxy.score(model, "naswot", inputs=x)
+    assert zcproxy.score(model, "naswot", inputs=x, nonfinite="keep") == -math.inf
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(zcproxy.score(model, "naswot", inputs=x, nonfinite="nan"))
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def flip_signs(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.neg_()
+    return model
+
+
+@pytest.mark.parametrize("proxy,opts", [("logsynflow", {}), ("synflow", {}),
+                                        ("entropic", {"reinit": False})])
+def test_sign_of_weights_does_not_matter_after_abs(proxy, opts):
+    model = small_cnn()
+    before = zcproxy.score(model, proxy, **opts)
+    after = zcproxy.score(flip_signs(model), proxy, **opts)
+    assert before == pytest.approx(after, rel=1e-12)
+
+
+def test_entropic_reinitialises_so_weights_do_not_matter():
+    a, b = small_cnn(), small_cnn()
+    with torch.no_grad():
+        for p in b.parameters():
+            p.mul_(7.0)
+    assert zcproxy.score(a, "entropic") == zcproxy.score(b, "entropic")
+    assert zcproxy.score(a, "entropic", seed=1) != zcproxy.score(a, "entropic", seed=0)
+
+
+def test_every_proxy_is_deterministic_bit_for_bit():
+    model = small_cnn()
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    first = zcproxy.score_many(model, zcproxy.available_proxies(), inputs=x, targets=y)
+    second = zcproxy.score_many(model, zcproxy.available_proxies(), inputs=x, targets=y)
+    assert first == second
+    assert all(math.isfinite(v) for v in first.values())
+
+
+def snapshot(model):
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "modes": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "types": [type(m) for m in model.modules()],
+        "rng": torch.get_rng_state(),
+    }
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_scoring_never_mutates_the_callers_model(train_mode):
+    model = small_cnn().train(train_mode)
+    model[0].weight.requires_grad_(False)
+    before = snapshot(model)
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    torch.set_rng_state(before["rng"])
+    zcproxy.score_many(model, zcproxy.available_proxies(), inputs=x, targets=y)
+    after = snapshot(model)
+    assert before["state"].keys() == after["state"].keys()
+    for key in before["state"]:
+        assert torch.equal(before["state"][key], after["state"][key]), key
+    for key in ("modes", "requires_grad", "types"):
+        assert before[key] == after[key], key
+    assert all(g is None for g in after["grads"])
+    assert torch.equal(before["rng"], after["rng"]), "the global RNG state was consumed"
+
+
+def test_model_returning_a_tuple_needs_an_explicit_selector():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = small_cnn()
+
+        def forward(self, x):
+            return x.mean(), self.body(x)
+
+    model = TwoHeads()
+    with pytest.raises(zcproxy.ProxyInputError, match="output="):
+        zcproxy.score(model, "logsynflow")
+    direct = zcproxy.score(model.body, "logsynflow")
+    assert zcproxy.score(model, "logsynflow", output=zcproxy.last_of_tuple) == direct

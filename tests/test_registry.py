@@ -1,0 +1,90 @@
+"""The registry, the public API and what bad input does."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import zcproxy
+
+
+def test_builtin_proxies_are_registered_with_metadata():
+    names = zcproxy.available_proxies()
+    for name in ("naswot", "logsynflow", "synflow", "entropic", "params", "grad_norm", "snip",
+                 "jacob_cov"):
+        assert name in names
+    assert zcproxy.get_proxy("naswot").needs_data
+    assert not zcproxy.get_proxy("entropic").needs_data
+    assert all(p.description for p in zcproxy.proxy_info())
+
+
+def test_unknown_proxy_lists_the_available_ones():
+    with pytest.raises(zcproxy.UnknownProxyError) as err:
+        zcproxy.score(nn.Linear(2, 2), "entropy_score")
+    assert "entropic" in str(err.value) and "logsynflow" in str(err.value)
+
+
+def test_unknown_option_is_an_error_not_ignored():
+    with pytest.raises(TypeError, match="repeat"):
+        zcproxy.score(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), "entropic", repeat=3,
+                      input_shape=(3,))
+
+
+def test_user_proxy_registers_from_outside_the_package():
+    @zcproxy.register_proxy("test_width", higher_is_better=True, description="mean width")
+    def width(ctx, *, scale: float = 1.0):
+        layers = [m for m in ctx.model.modules() if isinstance(m, nn.Linear)]
+        return scale * sum(m.out_features for m in layers) / len(layers)
+
+    try:
+        model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+        assert zcproxy.score(model, "test_width") == 4.0
+        assert zcproxy.score(model, "test_width", scale=2.0) == 8.0
+        assert "test_width" in zcproxy.available_proxies()
+        with pytest.raises(ValueError, match="already registered"):
+            zcproxy.register_proxy("test_width")(width)
+    finally:
+        zcproxy.registry.unregister_proxy("test_width")
+    assert "test_width" not in zcproxy.available_proxies()
+
+
+def test_nan_score_is_reported_not_swallowed():
+    zcproxy.register_proxy("test_nan")(lambda ctx: float("nan"))
+    try:
+        with pytest.raises(zcproxy.NonFiniteScoreError, match="test_nan"):
+            zcproxy.score(nn.Linear(2, 2), "test_nan")
+        with pytest.warns(RuntimeWarning, match="test_nan"):
+            assert math.isnan(zcproxy.score(nn.Linear(2, 2), "test_nan", nonfinite="nan"))
+    finally:
+        zcproxy.registry.unregister_proxy("test_nan")
+
+
+def test_model_without_activations_is_an_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    for proxy, kw in (("entropic", {}), ("naswot", {"inputs": torch.randn(4, 3, 8, 8)})):
+        with pytest.raises(zcproxy.NoActivationsError, match="no activation modules"):
+            zcproxy.score(model, proxy, **kw)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    with pytest.raises(zcproxy.ProxyInputError, match=r"\(1, 3, 16, 16\)"):
+        zcproxy.score(model, "logsynflow", input_shape=(3, 16, 16))
+    with pytest.raises(zcproxy.ProxyInputError, match="at least 2"):
+        zcproxy.score(model, "naswot", inputs=torch.randn(1, 3, 32, 32))
+    with pytest.raises(zcproxy.ProxyInputError, match="needs real data"):
+        zcproxy.score(model, "naswot")
+    with pytest.raises(zcproxy.ProxyInputError, match="labels"):
+        zcproxy.score(model, "snip", inputs=torch.randn(2, 3, 32, 32))
+
+
+def test_params_proxy_counts_trainable_parameters():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert zcproxy.score(model, "params") == 3 * 4 + 4 + 4 * 2 + 2
+
+
+def test_device_argument_is_honoured():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert zcproxy.score(model, "entropic", device="cpu") == zcproxy.score(model, "entropic")
+    with pytest.raises((RuntimeError, AssertionError)):
+        zcproxy.score(model, "entropic", device="definitely-not-a-device")

@@ -1,0 +1,23 @@
+"""zcproxy: zero-cost proxies for training-free neural architecture search.
+
+Public API::
+
+    import zcproxy
+    zcproxy.score(model, "entropic")                  # one proxy -> float
+    zcproxy.score_many(model, ["logsynflow", "entropic"])
+    zcproxy.available_proxies()
+    @zcproxy.register_proxy("my_proxy") ...           # add your own
+"""
+from .api import NonFiniteScoreError, score, score_many
+from .context import ProxyContext, ProxyInputError
+from .explain import explain
+from .nasbench.base import last_of_tuple, logits_only
+from .registry import Proxy, UnknownProxyError, available_proxies, get_proxy, proxy_info, register_proxy
+from .surgery import NoActivationsError, Recipe
+
+__all__ = [
+    "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
+    "explain", "Proxy", "ProxyContext", "Recipe", "last_of_tuple", "logits_only",
+    "NonFiniteScoreError", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
+]
+__version__ = "0.1.0"

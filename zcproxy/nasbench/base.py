@@ -1,0 +1,104 @@
+"""The one interface every NAS benchmark adapter implements.
+
+A benchmark names architectures by a dense integer index and a canonical string, knows the
+trained accuracy of each, and can build the untrained PyTorch network.  Tables are loaded lazily:
+constructing an adapter never reads a file, the first lookup does.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+# Picks the tensor a proxy should treat as "the output" from whatever forward() returned.
+OutputSelector = Callable[[object], torch.Tensor]
+
+
+def logits_only(output: object) -> torch.Tensor:
+    """Output selector for networks that return a bare tensor."""
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"expected the model to return a tensor, got {type(output).__name__}")
+    return output
+
+
+def last_of_tuple(output: object) -> torch.Tensor:
+    """Output selector for NATS-Bench networks, whose forward returns ``(features, logits)``."""
+    if not isinstance(output, (tuple, list)) or not isinstance(output[-1], torch.Tensor):
+        raise TypeError(f"expected a (features, logits) tuple, got {type(output).__name__}")
+    return output[-1]
+
+
+class BenchmarkDataMissing(FileNotFoundError):
+    """Raised when a benchmark file cannot be found; the message lists every place tried."""
+
+    def __init__(self, what: str, tried: Sequence[object], how_to_get: str):
+        lines = [f"{what} not found. Looked in:"] + [f"  - {p}" for p in tried]
+        lines.append(how_to_get)
+        super().__init__("\n".join(lines))
+        self.tried = list(tried)
+
+
+class Benchmark(abc.ABC):
+    """A NAS benchmark: architectures by index, their accuracy, and their networks."""
+
+    name: str
+    datasets: tuple[str, ...] = ("cifar10",)
+    output_selector: OutputSelector = staticmethod(logits_only)
+    input_size: tuple[int, int, int] = (3, 32, 32)
+
+    @abc.abstractmethod
+    def table(self, dataset: str = "cifar10") -> pd.DataFrame:
+        """One row per architecture, indexed 0..N-1, columns ``arch``, ``accuracy``, ``params``
+        (in millions, or NaN where unknown) and optionally ``flops`` (millions)."""
+
+    @abc.abstractmethod
+    def build(self, index: int, dataset: str = "cifar10",
+              device: torch.device | str = "cpu") -> nn.Module:
+        """The untrained network for one architecture, on ``device``."""
+
+    def __len__(self) -> int:
+        return len(self.table(self.datasets[0]))
+
+    def arch(self, index: int) -> str:
+        return str(self.table(self.datasets[0])["arch"].iat[self._check_index(index)])
+
+    def index_of(self, arch: str) -> int:
+        """Index of a canonical architecture string; ValueError naming it if it is unknown."""
+        lookup = getattr(self, "_index_lookup", None)
+        if lookup is None:
+            arches = self.table(self.datasets[0])["arch"]
+            lookup = dict(zip(arches.tolist(), range(len(arches))))
+            self._index_lookup = lookup
+        try:
+            return lookup[arch]
+        except KeyError:
+            raise ValueError(f"{arch!r} is not an architecture of {self.name}") from None
+
+    def accuracy(self, index: int, dataset: str = "cifar10") -> float:
+        return float(self.table(dataset)["accuracy"].iat[self._check_index(index)])
+
+    def params(self, index: int, dataset: str = "cifar10") -> float:
+        """Parameter count in millions as the benchmark records it (NaN where it does not)."""
+        return float(self.table(dataset)["params"].iat[self._check_index(index)])
+
+    def sample(self, n: int | None, seed: int = 0) -> list[int]:
+        """``n`` distinct indices drawn uniformly with ``seed``; all of them, shuffled, if None.
+
+        The draw is a prefix of one seeded permutation, so a larger sample with the same seed
+        contains the smaller one, and any prefix of a partly scored run is itself uniform.
+        """
+        total = len(self)
+        if n is None or n >= total:
+            n = total
+        if n < 0:
+            raise ValueError(f"sample size must be positive, got {n}")
+        return np.random.default_rng(seed).permutation(total)[:n].tolist()
+
+    def _check_index(self, index: int) -> int:
+        if not 0 <= int(index) < len(self):
+            raise IndexError(f"{self.name} has architectures 0..{len(self) - 1}, not {index}")
+        return int(index)

@@ -1,0 +1,115 @@
+"""Entropic Score (the paper's section 3.2): how much information the activations carry.
+
+Recipe: suppress normalisation, turn every activation into ReLU, re-initialise, take |weights|,
+feed uniform noise in [-0.5, 0.5], normalise each activation tensor into (0, 1], average the
+element-wise entropy ``-a·log(a + eps)`` per activation layer, sum over layers, average over
+``repeats`` re-initialisations (network and input seeds ``seed + r``).
+
+The paper normalises "by [the activations'] maximum value across the channel dimension".  Two
+readings exist, both available as ``normalization``:
+
+* ``"channel"`` (default): each channel is divided by its own maximum over the spatial
+  positions (tokens for ``(N, L, C)`` tensors).  This reading reproduces the paper's Table 4
+  (see results/README.md for the measured τ on NAS-Bench-101 and NATS-sss).
+* ``"across_channels"``: at each position, divide by the maximum over the channels.  Measured
+  here it gives NATS-sss τ ≈ -0.57, far from the paper's 0.03, so it is not the paper's.
+* ``"tensor"``: one maximum for the whole tensor of a sample, for comparison.
+
+Zeros (ReLU's dead units, or a channel whose maximum is 0) contribute 0 entropy.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..context import ProxyContext
+from ..registry import register_proxy
+from ..surgery import Recipe, capture_activations
+
+Normalization = Literal["channel", "across_channels", "tensor"]
+
+
+def _layout(t: torch.Tensor) -> tuple[tuple[int, ...], int]:
+    """(spatial dims, channel dim) of an activation tensor."""
+    if t.dim() == 4:            # (N, C, H, W)
+        return (2, 3), 1
+    if t.dim() == 3:            # (N, L, C): tokens
+        return (1,), 2
+    if t.dim() == 2:            # (N, C)
+        return (), 1
+    raise ValueError(f"cannot normalise an activation of shape {tuple(t.shape)}")
+
+
+def normalise(t: torch.Tensor, normalization: Normalization = "channel") -> torch.Tensor:
+    """Non-negative activations divided into [0, 1] by the chosen maximum (0/0 -> 0)."""
+    spatial, channel = _layout(t)
+    if normalization == "channel":
+        dims = spatial
+    elif normalization == "across_channels":
+        dims = (channel,)
+    elif normalization == "tensor":
+        dims = tuple(range(1, t.dim()))
+    else:
+        raise ValueError(f"normalization must be 'channel', 'across_channels' or 'tensor', "
+                         f"not {normalization!r}")
+    if not dims:  # every element is its own maximum
+        return (t > 0).to(t.dtype)
+    peak = t.amax(dim=dims, keepdim=True)
+    return torch.where(peak > 0, t / peak.clamp_min(torch.finfo(t.dtype).tiny), 0.0)
+
+
+def layer_entropy(t: torch.Tensor, normalization: Normalization = "channel",
+                  eps: float = 1e-8) -> torch.Tensor:
+    """Mean element-wise entropy ``-a·log(a + eps)`` of one normalised activation tensor."""
+    a = normalise(t, normalization)
+    return -(a * torch.log(a + eps)).mean()
+
+
+def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
+                    normalization: Normalization = "channel", eps: float = 1e-8,
+                    low: float = -0.5, high: float = 0.5, reinit: bool = True,
+                    use_inputs: bool = False, dtype: torch.dtype = torch.float32
+                    ) -> list[list[tuple[str, float]]]:
+    """Per repeat, the (activation-module name, layer entropy) of every activation call.
+
+    ``reinit=False`` keeps the model's own weights (then repeats differ only by input);
+    ``use_inputs=True`` feeds the caller's ``inputs`` instead of noise (same in every repeat).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    runs = []
+    for r in range(repeats):
+        seed = ctx.seed + r
+        net = ctx.prepared(Recipe(suppress_norm=True, relu=True,
+                                  reinit_seed=seed if reinit else None,
+                                  absolute=True, dtype=dtype, train=False))
+        if use_inputs:
+            x = ctx.data()[0].to(dtype)
+        else:
+            x = ctx.random_input(batch=batch_size, seed=seed, low=low, high=high, dtype=dtype)
+        layers: list[tuple[str, torch.Tensor]] = []
+        with torch.inference_mode(), capture_activations(
+                net, lambda name, out: layers.append(
+                    (name, layer_entropy(out, normalization, eps)))):
+            ctx.forward(net, x)
+        runs.append([(name, float(v)) for name, v in layers])
+    return runs
+
+
+@register_proxy("entropic", higher_is_better=True,
+                description="Entropic Score: summed mean entropy of normalised ReLU activations "
+                            "for noise input (this paper)")
+def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
+                   normalization: Normalization = "channel", eps: float = 1e-8,
+                   reduce: Literal["sum", "mean"] = "sum", low: float = -0.5,
+                   high: float = 0.5, reinit: bool = True, use_inputs: bool = False,
+                   dtype: torch.dtype = torch.float32) -> float:
+    """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?)."""
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
+    runs = entropic_layers(ctx, repeats=repeats, batch_size=batch_size,
+                           normalization=normalization, eps=eps, low=low, high=high,
+                           reinit=reinit, use_inputs=use_inputs, dtype=dtype)
+    totals = [sum(v for _, v in run) / (len(run) if reduce == "mean" else 1) for run in runs]
+    return sum(totals) / len(totals)

@@ -1,0 +1,52 @@
+"""NASWOT (Mellor et al., "Neural Architecture Search without Training", ICML 2021).
+
+For a batch of N real images, each ReLU unit gives a binary code per image (active or not).
+K[i, j] counts the units on which images i and j agree, i.e. K = C·Cᵀ + (1−C)(1−C)ᵀ summed over
+layers; the score is log|det K|.  Two identical images give two identical rows: det K = 0 and
+the score is -inf, which the caller sees as a non-finite score.
+
+The reference code runs the network in train mode (batch statistics) and hooks nn.ReLU
+modules; so does this one.  Activations of other kinds are turned into ReLU first, so that
+"active" means positive for every network.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..context import ProxyContext
+from ..registry import register_proxy
+from ..surgery import Recipe, capture_activations
+
+
+def agreement_kernel(codes: torch.Tensor) -> torch.Tensor:
+    """K for one layer's binary codes ``(N, D)``: agreements between every pair of rows.
+
+    With s = 2c − 1 ∈ {−1, 1}, s·sᵀ = agreements − disagreements, so K = (s·sᵀ + D) / 2.
+    Entries are integers ≤ D, exact in float32 up to D = 2²⁴ per layer.
+    """
+    s = codes.to(torch.float32) * 2 - 1
+    d = s.shape[1]
+    return ((s @ s.T + d) / 2).to(torch.float64)
+
+
+def log_abs_det(k: torch.Tensor) -> float:
+    sign, logabs = torch.linalg.slogdet(k)
+    return float("-inf") if sign == 0 else float(logabs)
+
+
+@register_proxy("naswot", needs_data=True, higher_is_better=True,
+                description="NASWOT: log|det| of the ReLU-code agreement kernel on a real batch "
+                            "(Mellor et al. 2021)")
+def naswot(ctx: ProxyContext) -> float:
+    x, _ = ctx.data(min_batch=2)
+    net = ctx.prepared(Recipe(relu=True, train=True))
+    n = x.shape[0]
+    kernel = torch.zeros((n, n), dtype=torch.float64, device=ctx.device)
+
+    def accumulate(_name: str, out: torch.Tensor) -> None:
+        nonlocal kernel
+        kernel += agreement_kernel((out.detach().reshape(n, -1) > 0))
+
+    with torch.inference_mode(), capture_activations(net, accumulate):
+        ctx.forward(net, x)
+    return log_abs_det(kernel)

@@ -1,0 +1,98 @@
+"""The proxy registry: each proxy declares what it needs, the scorer provides it.
+
+A proxy is a plain function ``fn(ctx, **options) -> float`` registered with
+:func:`register_proxy`.  It reads the caller's model only through ``ctx`` (a
+:class:`~zcproxy.context.ProxyContext`), which hands out prepared *copies*; so a proxy written
+by a user outside the package gets the same guarantees (no mutation, seeded, device-aware)
+as the built-in ones.  Registration is the only thing importing a proxy module does.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+ProxyFn = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A registered proxy and what it declares about itself."""
+
+    name: str
+    fn: ProxyFn = field(repr=False, compare=False)
+    needs_data: bool = False
+    higher_is_better: bool = True
+    description: str = ""
+    # False for structural proxies that never run the network (e.g. #params).
+    needs_forward: bool = True
+
+    def accepted_options(self) -> set[str] | None:
+        """Keyword options ``fn`` accepts beyond ``ctx``; None if it takes ``**kwargs``."""
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params}
+
+
+_REGISTRY: dict[str, Proxy] = {}
+
+
+class UnknownProxyError(KeyError):
+    """A proxy name that is not registered; the message lists the registered ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: bool = True,
+                   description: str = "", needs_forward: bool = True,
+                   replace: bool = False) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator that registers ``fn(ctx, **options) -> float`` under ``name``.
+
+    Registering a name twice is an error unless ``replace=True``, so that two plug-ins cannot
+    silently shadow each other.
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"proxy names are alphanumeric with - or _, got {name!r}")
+
+    def decorate(fn: ProxyFn) -> ProxyFn:
+        if name in _REGISTRY and not replace:
+            raise ValueError(f"a proxy named {name!r} is already registered; pass replace=True")
+        _REGISTRY[name] = Proxy(name, fn, needs_data, higher_is_better,
+                                description or (fn.__doc__ or "").strip().split("\n")[0],
+                                needs_forward)
+        return fn
+
+    return decorate
+
+
+def unregister_proxy(name: str) -> None:
+    """Remove a proxy (mainly for tests and notebooks that register throw-away proxies)."""
+    get_proxy(name)
+    del _REGISTRY[name]
+
+
+def get_proxy(name: str) -> Proxy:
+    _load_builtin_proxies()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownProxyError(
+            f"unknown proxy {name!r}; available: {', '.join(available_proxies())}") from None
+
+
+def available_proxies() -> list[str]:
+    """Names of every registered proxy, sorted."""
+    _load_builtin_proxies()
+    return sorted(_REGISTRY)
+
+
+def proxy_info() -> list[Proxy]:
+    """Every registered proxy with its metadata, sorted by name."""
+    return [get_proxy(n) for n in available_proxies()]
+
+
+def _load_builtin_proxies() -> None:
+    # Imported lazily so that `import zcproxy` stays cheap; importing registers them.
+    from . import proxies  # noqa: F401

@@ -1,0 +1,154 @@
+"""Every model transformation a proxy needs, in one place.
+
+Proxies never touch the caller's model: :func:`prepare` deep-copies it and applies a
+:class:`Recipe` (suppress normalisation, swap activations for ReLU, re-initialise with a seed,
+take |weights|, cast, move, set the mode).  :func:`capture_activations` is the single way to
+observe "the activations" of any network, via forward hooks on activation modules.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
+    nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+)
+if hasattr(nn, "RMSNorm"):
+    NORM_TYPES += (nn.RMSNorm,)
+
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.CELU,
+    nn.SELU, nn.PReLU, nn.Mish, nn.Softplus, nn.RReLU, nn.Tanhshrink,
+)
+# Activation classes of other libraries (timm, HF) that do not subclass torch's own; matched by
+# class name so that zcproxy needs none of them installed.  Gates (Sigmoid, Hardsigmoid,
+# Softmax) are deliberately absent: replacing a gate by ReLU changes what the block computes.
+ACTIVATION_NAMES = frozenset({
+    "GELU", "GELUTanh", "QuickGELU", "Swish", "SiLU", "HardSwish", "Hardswish", "HardMish",
+    "Mish", "ReLU6", "LeakyReLU", "ELU", "PReLU", "StarReLU", "SquaredReLU",
+})
+
+
+def is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORM_TYPES)
+
+
+def is_activation(module: nn.Module) -> bool:
+    return isinstance(module, ACTIVATION_TYPES) or type(module).__name__ in ACTIVATION_NAMES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to prepare a copy of a model for one proxy; hashable so copies can be shared."""
+
+    suppress_norm: bool = False
+    relu: bool = False
+    reinit_seed: int | None = None
+    absolute: bool = False
+    dtype: torch.dtype | None = None
+    train: bool | None = None  # None keeps the caller's mode
+
+
+def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None = None) -> nn.Module:
+    """A transformed deep copy of ``model``; ``model`` itself is never modified."""
+    clone = copy.deepcopy(model)
+    if recipe.suppress_norm or recipe.relu:
+        replace_modules(clone, lambda m: (nn.Identity() if recipe.suppress_norm and is_norm(m)
+                                          else nn.ReLU() if recipe.relu and is_activation(m)
+                                          else None))
+    if device is not None:
+        clone.to(device)
+    if recipe.reinit_seed is not None:
+        reinitialise(clone, recipe.reinit_seed)
+    if recipe.absolute:
+        with torch.no_grad():
+            for p in clone.parameters():
+                p.abs_()
+    if recipe.dtype is not None:
+        clone.to(recipe.dtype)
+    if recipe.train is not None:
+        clone.train(recipe.train)
+    for p in clone.parameters():
+        p.grad = None
+    return clone
+
+
+def replace_modules(model: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Swap, in place, every submodule for which ``replacement`` returns a module.
+
+    Works on any container (Sequential, ModuleList, ModuleDict, attributes) because it goes
+    through ``named_children``/``setattr``; returns how many modules were replaced.
+    """
+    count = 0
+    for name, child in list(model.named_children()):
+        new = replacement(child)
+        if new is not None:
+            setattr(model, name, new)
+            count += 1
+        else:
+            count += replace_modules(child, replacement)
+    return count
+
+
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Re-draw every parameter with its module's default initialiser, reproducibly.
+
+    The global RNG is forked, so the caller's random state is the same afterwards.
+    """
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"]
+    with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset) and any(True for _ in module.parameters(recurse=False)):
+                reset()
+
+
+def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every activation module of ``model`` in registration order, with its qualified name."""
+    return [(name, m) for name, m in model.named_modules() if is_activation(m)]
+
+
+class NoActivationsError(ValueError):
+    """The model has no activation modules for a proxy that reads activations."""
+
+
+@contextlib.contextmanager
+def capture_activations(model: nn.Module, on_output: Callable[[str, torch.Tensor], None]
+                        ) -> Iterator[int]:
+    """Call ``on_output(name, tensor)`` with each activation module's output during forwards.
+
+    A module applied several times fires once per application, so weight-shared activations
+    count as separate layers, as they are in the computation.  Hooks are removed on exit even
+    if the forward fails.  Yields the number of hooked modules.
+    """
+    mods = activation_modules(model)
+    if not mods:
+        raise NoActivationsError(
+            f"{type(model).__name__} has no activation modules (nn.ReLU, nn.GELU, ...); "
+            "activations applied functionally (F.relu) are invisible to zcproxy's hooks")
+    handles = [m.register_forward_hook(_hook(name, on_output)) for name, m in mods]
+    try:
+        yield len(mods)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _hook(name: str, on_output: Callable[[str, torch.Tensor], None]):
+    def hook(_module, _inputs, output):
+        on_output(name, output)
+    return hook
+
+
+def weight_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """Convolution and linear layers: the parameters pruning-style proxies sum over."""
+    for m in model.modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight is not None:
+            yield m
