@@ -26,6 +26,8 @@ class Proxy:
     description: str = ""
     # False for structural proxies that never run the network (e.g. #params).
     needs_forward: bool = True
+    # A trivial structural measure reported beside the proxies, as the bar they must clear.
+    baseline: bool = False
 
     def accepted_options(self) -> set[str] | None:
         """Keyword options ``fn`` accepts beyond ``ctx``; None if it takes ``**kwargs``."""
@@ -47,7 +49,7 @@ class UnknownProxyError(KeyError):
 
 def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: bool = True,
                    description: str = "", needs_forward: bool = True,
-                   replace: bool = False) -> Callable[[ProxyFn], ProxyFn]:
+                   baseline: bool = False, replace: bool = False) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator that registers ``fn(ctx, **options) -> float`` under ``name``.
 
     Registering a name twice is an error unless ``replace=True``, so that two plug-ins cannot
@@ -61,7 +63,7 @@ def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: boo
             raise ValueError(f"a proxy named {name!r} is already registered; pass replace=True")
         _REGISTRY[name] = Proxy(name, fn, needs_data, higher_is_better,
                                 description or (fn.__doc__ or "").strip().split("\n")[0],
-                                needs_forward)
+                                needs_forward, baseline)
         return fn
 
     return decorate
