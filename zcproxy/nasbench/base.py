@@ -60,6 +60,10 @@ class Benchmark(abc.ABC):
               device: torch.device | str = "cpu") -> nn.Module:
         """The untrained network for one architecture, on ``device``."""
 
+    def input_shape(self, dataset: str = "cifar10") -> tuple[int, ...]:
+        """Per-sample input shape of the networks trained on ``dataset``."""
+        return self.input_size
+
     def __len__(self) -> int:
         return len(self.table(self.datasets[0]))
 

@@ -1,0 +1,144 @@
+"""``python -m zcproxy.correlate``: how well do proxies rank a NAS benchmark?
+
+Scores a uniform sample of architectures (or all of them) with each proxy, appending every
+score to ``<out>/journal.csv`` as it is computed, so an interrupted run started again continues
+where it stopped.  Then writes ``scores.csv`` (one row per architecture), ``correlations.csv``
+and ``correlations.md`` (Kendall τ, Spearman ρ, Pearson r with bootstrap 95% intervals,
+precision@top-10%, beside the published figures), and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from . import __version__
+from .nasbench import BENCHMARKS, get_benchmark
+from .published import published
+from .registry import available_proxies, get_proxy
+from .runner import ScoringJob, run_scoring, wide_scores
+from .stats import correlation_table, to_markdown
+
+DEFAULT_PROXIES = "naswot,logsynflow,entropic"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zcproxy.correlate",
+        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m zcproxy.correlate --bench nats-sss --sample 1000 --plot\n"
+               "         (data from --data-dir, $ZCPROXY_DATA or ../shared/data)")
+    p.add_argument("--bench", required=True, choices=BENCHMARKS, help="benchmark to score")
+    p.add_argument("--proxies", default=DEFAULT_PROXIES,
+                   help=f"comma-separated proxy names (default {DEFAULT_PROXIES}); "
+                        "`--list-proxies` shows them all")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--sample", type=int, default=1000,
+                      help="number of architectures drawn uniformly (default 1000)")
+    size.add_argument("--all", action="store_true", help="score every architecture")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sample, the network initialisation and the data batch")
+    p.add_argument("--dataset", default="cifar10",
+                   choices=["cifar10", "cifar100", "ImageNet16-120"],
+                   help="whose accuracy to correlate with (NATS only has all three)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the benchmark data (default: $ZCPROXY_DATA, ./data, "
+                        "../shared/data)")
+    p.add_argument("--official-path", default=None,
+                   help="an official benchmark file/folder (NATS fast-mode dir or .pickle.pbz2, "
+                        "nasbench_only108.tfrecord) to read instead of the compact tables")
+    p.add_argument("--out", default=None, help="output folder (default results/correlate/<bench>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per worker (default: torch's choice; 1 with --workers>1)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="real-image batch for data-dependent proxies such as NASWOT (default 64)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the 95%% intervals (0 to skip)")
+    p.add_argument("--plot", action="store_true", help="also write rank plots (Figure 2 style)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--list-proxies", action="store_true", help="list proxies and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_proxies:
+        for name in available_proxies():
+            info = get_proxy(name)
+            print(f"{name:12s} {'(needs data) ' if info.needs_data else ''}{info.description}")
+        return 0
+    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    for name in proxies:
+        get_proxy(name)  # fail before any work on a typo
+    out = Path(args.out or Path("results") / "correlate" / args.bench)
+    bench = get_benchmark(args.bench, data_dir=args.data_dir, official_path=args.official_path)
+    n = None if args.all else args.sample
+    indices = bench.sample(n, seed=args.seed)
+    threads = args.threads or (1 if args.workers > 1 else 0)
+    job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
+                     seed=args.seed, device=args.device, data_dir=args.data_dir,
+                     official_path=args.official_path, batch_size=args.batch_size,
+                     threads=threads)
+    check_run_settings(out, job)
+    journal = run_scoring(job, indices, out / "journal.csv", workers=args.workers,
+                          progress=not args.no_progress)
+    scores = wide_scores(journal, bench, args.dataset, proxies, indices)
+    table = write_outputs(out, scores, proxies, args.bench, n_boot=args.bootstrap,
+                          seed=args.seed, split=getattr(bench, "accuracy_split", ""))
+    print(to_markdown(table))
+    failed = scores[scores["errors"] != ""]
+    if len(failed):
+        print(f"\n{len(failed)} architecture(s) had failed or non-finite scores; they are NaN in "
+              f"{out / 'scores.csv'} (column 'errors') and left out of the correlations.",
+              file=sys.stderr)
+    if args.plot:
+        from .plot import write_figures
+        write_figures(scores, proxies, out / "figures", title=args.bench)
+    return 0
+
+
+def check_run_settings(out: Path, job: ScoringJob) -> None:
+    """Refuse to mix runs with different settings in one journal; record ours."""
+    settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
+                "batch_size": job.batch_size, "official_path": job.official_path}
+    path = out / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if clash:
+            raise SystemExit(f"{out} holds a run with other settings "
+                             f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in clash.items())}); "
+                             "use another --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**settings, "zcproxy": __version__}, indent=2) + "\n")
+
+
+def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench: str, *,
+                  n_boot: int = 1000, seed: int = 0, split: str = "") -> pd.DataFrame:
+    """Write scores.csv, correlations.csv/.md; return the correlation table."""
+    scores.to_csv(out / "scores.csv", index=False)
+    table = correlation_table(scores, proxies,
+                              higher_is_better={p: get_proxy(p).higher_is_better for p in proxies},
+                              n_boot=n_boot, seed=seed)
+    table["paper_kendall"] = [(published(bench, p) or (float("nan"),) * 2)[0] for p in table.index]
+    table["paper_spearman"] = [(published(bench, p) or (float("nan"),) * 2)[1] for p in table.index]
+    table.to_csv(out / "correlations.csv")
+    note = f"accuracy: {split} split. " if split else ""
+    (out / "correlations.md").write_text(
+        f"# {bench}: proxy vs accuracy ({len(scores)} architectures)\n\n{note}"
+        "Intervals are bootstrap 95%. Recompute with `python -m zcproxy.correlate` on the same "
+        "--out folder (scores are read from journal.csv, nothing is re-scored).\n\n"
+        + to_markdown(table) + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
