@@ -5,7 +5,7 @@ from torch import nn
 
 import zcproxy
 
-BASELINES = ["params", "flops", "depth", "n_act", "n_conv", "width"]
+BASELINES = ["n_params", "n_flops", "depth", "n_act", "n_conv", "width"]
 
 
 class TwoBranches(nn.Module):
@@ -29,7 +29,7 @@ class TwoBranches(nn.Module):
 
 def test_baselines_by_hand():
     got = zcproxy.score_many(TwoBranches(), BASELINES, input_shape=(3, 8, 8))
-    assert got == {"params": 180, "flops": 21888, "depth": 3, "n_act": 4, "n_conv": 3,
+    assert got == {"n_params": 180, "n_flops": 21888, "depth": 3, "n_act": 4, "n_conv": 3,
                    "width": 3}
 
 

@@ -197,3 +197,16 @@ def test_model_returning_a_tuple_needs_an_explicit_selector():
         zcproxy.score(model, "logsynflow")
     direct = zcproxy.score(model.body, "logsynflow")
     assert zcproxy.score(model, "logsynflow", output=zcproxy.last_of_tuple) == direct
+
+
+def test_packed_kernel_equals_the_float_kernel():
+    """The CPU fast path (XOR + popcount on bit-packed codes) against the reference matmul, on
+    layers whose widths are not multiples of 8 or 64 (padding must not count as agreement)."""
+    import numpy as np
+    from zcproxy.proxies.naswot import packed_agreement_kernel
+    gen = torch.Generator().manual_seed(0)
+    layers = [torch.rand(16, d, generator=gen) > 0.5 for d in (5, 64, 77, 300)]
+    reference = sum(agreement_kernel(c) for c in layers)
+    packed = [np.packbits(c.numpy(), axis=1) for c in layers]
+    fast = packed_agreement_kernel(packed, sum(c.shape[1] for c in layers))
+    assert np.array_equal(fast, reference.numpy())

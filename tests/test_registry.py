@@ -10,7 +10,7 @@ import zcproxy
 
 def test_builtin_proxies_are_registered_with_metadata():
     names = zcproxy.available_proxies()
-    for name in ("naswot", "logsynflow", "synflow", "entropic", "params", "grad_norm", "snip",
+    for name in ("naswot", "logsynflow", "synflow", "entropic", "n_params", "grad_norm", "snip",
                  "jacob_cov"):
         assert name in names
     assert zcproxy.get_proxy("naswot").needs_data
@@ -80,7 +80,7 @@ def test_wrong_input_shape_is_a_clear_error():
 
 def test_params_proxy_counts_trainable_parameters():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    assert zcproxy.score(model, "params") == 3 * 4 + 4 + 4 * 2 + 2
+    assert zcproxy.score(model, "n_params") == 3 * 4 + 4 + 4 * 2 + 2
 
 
 def test_device_argument_is_honoured():

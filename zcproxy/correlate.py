@@ -20,9 +20,10 @@ import pandas as pd
 from . import __version__
 from .nasbench import BENCHMARKS, get_benchmark
 from .published import published
-from .registry import available_proxies, get_proxy
+from .registry import available_proxies, get_proxy, proxy_info
 from .runner import ScoringJob, run_scoring, wide_scores
-from .stats import correlation_table, to_markdown
+from .stats import (correlation_table, pairwise_rank_correlation, partial_rank_correlation,
+                    to_markdown)
 
 DEFAULT_PROXIES = "naswot,logsynflow,entropic"
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real-image batch for data-dependent proxies such as NASWOT (default 64)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the 95%% intervals (0 to skip)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="leave out the structural baselines (n_params, n_flops, depth, n_act, "
+                        "n_conv, width) that are otherwise scored and reported under the proxies")
     p.add_argument("--plot", action="store_true", help="also write rank plots (Figure 2 style)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list-proxies", action="store_true", help="list proxies and exit")
@@ -78,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
     for name in proxies:
         get_proxy(name)  # fail before any work on a typo
+    if not args.no_baselines:
+        proxies += [p.name for p in proxy_info() if p.baseline and p.name not in proxies]
     out = Path(args.out or Path("results") / "correlate" / args.bench)
     bench = get_benchmark(args.bench, data_dir=args.data_dir, official_path=args.official_path)
     n = None if args.all else args.sample
@@ -123,21 +129,48 @@ def check_run_settings(out: Path, job: ScoringJob) -> None:
 
 def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench: str, *,
                   n_boot: int = 1000, seed: int = 0, split: str = "") -> pd.DataFrame:
-    """Write scores.csv, correlations.csv/.md; return the correlation table."""
+    """Write scores.csv, correlations.csv/.md and pairwise.csv; return the correlation table.
+
+    Proxies come first and structural baselines in a block under them; ``partial_*`` columns
+    give the Spearman correlation left once #params (or depth) is controlled for.
+    """
     scores.to_csv(out / "scores.csv", index=False)
     table = correlation_table(scores, proxies,
                               higher_is_better={p: get_proxy(p).higher_is_better for p in proxies},
                               n_boot=n_boot, seed=seed)
-    table["paper_kendall"] = [(published(bench, p) or (float("nan"),) * 2)[0] for p in table.index]
-    table["paper_spearman"] = [(published(bench, p) or (float("nan"),) * 2)[1] for p in table.index]
+    for control in ("n_params", "depth"):
+        if control in scores:
+            table[f"partial_{control}"] = [
+                _partial(scores, p, control) for p in table.index]
+    table.insert(0, "kind", ["baseline" if get_proxy(p).baseline else "proxy"
+                             for p in table.index])
+    ref = {p: published(bench, p) for p in table.index}
+    table["paper_kendall"] = [r[0] if r else float("nan") for r in ref.values()]
+    table["paper_spearman"] = [r[1] if r else float("nan") for r in ref.values()]
+    table = table.sort_values("kind", kind="stable", key=lambda k: k == "baseline")
     table.to_csv(out / "correlations.csv")
-    note = f"accuracy: {split} split. " if split else ""
+    pairwise = pairwise_rank_correlation(scores, list(proxies), method="spearman")
+    pairwise.to_csv(out / "pairwise_spearman.csv")
+    note = f"Accuracy: {split} split. " if split else ""
+    blocks = [f"## {title}\n\n" + to_markdown(table[table["kind"] == kind].drop(columns="kind"))
+              for kind, title in (("proxy", "Proxies"), ("baseline", "Structural baselines"))
+              if (table["kind"] == kind).any()]
     (out / "correlations.md").write_text(
         f"# {bench}: proxy vs accuracy ({len(scores)} architectures)\n\n{note}"
-        "Intervals are bootstrap 95%. Recompute with `python -m zcproxy.correlate` on the same "
-        "--out folder (scores are read from journal.csv, nothing is re-scored).\n\n"
-        + to_markdown(table) + "\n")
+        "Intervals are bootstrap 95%. partial_X: Spearman ρ of the proxy with accuracy once X "
+        "is controlled for (0 = the proxy knows nothing beyond X). Re-running "
+        "`python -m zcproxy.correlate` on the same --out folder recomputes these tables from "
+        "journal.csv without re-scoring.\n\n" + "\n\n".join(blocks)
+        + "\n\n## Spearman ρ between proxies\n\n" + to_markdown(pairwise) + "\n")
     return table
+
+
+def _partial(scores: pd.DataFrame, proxy: str, control: str) -> float:
+    if proxy == control or scores[control].nunique() < 2:
+        return float("nan")
+    sign = 1.0 if get_proxy(proxy).higher_is_better else -1.0
+    return float(partial_rank_correlation(sign * scores[proxy], scores["accuracy"],
+                                          scores[control]))
 
 
 if __name__ == "__main__":

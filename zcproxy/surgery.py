@@ -67,9 +67,7 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
     if recipe.reinit_seed is not None:
         reinitialise(clone, recipe.reinit_seed)
     if recipe.absolute:
-        with torch.no_grad():
-            for p in clone.parameters():
-                p.abs_()
+        absolute_(clone)
     if recipe.dtype is not None:
         clone.to(recipe.dtype)
     if recipe.train is not None:
@@ -108,6 +106,13 @@ def reinitialise(model: nn.Module, seed: int) -> None:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset) and any(True for _ in module.parameters(recurse=False)):
                 reset()
+
+
+def absolute_(model: nn.Module) -> None:
+    """Replace every parameter by its absolute value, in place."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
 
 
 def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -16,6 +16,10 @@ readings exist, both available as ``normalization``:
 * ``"tensor"``: one maximum for the whole tensor of a sample, for comparison.
 
 Zeros (ReLU's dead units, or a channel whose maximum is 0) contribute 0 entropy.
+
+The default dtype is float64: with |weights| and no normalisation, activations grow
+geometrically with depth and overflow float32 in deep cells (NAS-Bench-201 networks reach
+inf, and inf/inf is NaN); float64 keeps every benchmark network finite.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import torch
 
 from ..context import ProxyContext
 from ..registry import register_proxy
-from ..surgery import Recipe, capture_activations
+from ..surgery import Recipe, absolute_, capture_activations, reinitialise
 
 Normalization = Literal["channel", "across_channels", "tensor"]
 
@@ -69,7 +73,7 @@ def layer_entropy(t: torch.Tensor, normalization: Normalization = "channel",
 def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                     normalization: Normalization = "channel", eps: float = 1e-8,
                     low: float = -0.5, high: float = 0.5, reinit: bool = True,
-                    use_inputs: bool = False, dtype: torch.dtype = torch.float32
+                    use_inputs: bool = False, dtype: torch.dtype = torch.float64
                     ) -> list[list[tuple[str, float]]]:
     """Per repeat, the (activation-module name, layer entropy) of every activation call.
 
@@ -78,12 +82,17 @@ def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    # One surgical copy, re-drawn in place for each repeat: the same values as a fresh copy per
+    # repeat (every weight is overwritten), without deep-copying the network three times.
+    net = ctx.prepared(Recipe(suppress_norm=True, relu=True, dtype=dtype, train=False),
+                       shared=False)
     runs = []
     for r in range(repeats):
         seed = ctx.seed + r
-        net = ctx.prepared(Recipe(suppress_norm=True, relu=True,
-                                  reinit_seed=seed if reinit else None,
-                                  absolute=True, dtype=dtype, train=False))
+        if reinit:
+            reinitialise(net, seed)
+        if reinit or r == 0:
+            absolute_(net)
         if use_inputs:
             x = ctx.data()[0].to(dtype)
         else:
@@ -104,12 +113,27 @@ def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                    normalization: Normalization = "channel", eps: float = 1e-8,
                    reduce: Literal["sum", "mean"] = "sum", low: float = -0.5,
                    high: float = 0.5, reinit: bool = True, use_inputs: bool = False,
-                   dtype: torch.dtype = torch.float32) -> float:
+                   dtype: torch.dtype = torch.float64) -> float:
     """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?)."""
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
-    runs = entropic_layers(ctx, repeats=repeats, batch_size=batch_size,
-                           normalization=normalization, eps=eps, low=low, high=high,
-                           reinit=reinit, use_inputs=use_inputs, dtype=dtype)
+    settings = dict(repeats=repeats, batch_size=batch_size, normalization=normalization,
+                    eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs, dtype=dtype)
+    # The sum and the layer mean read the same layers: computed once per context.
+    runs = ctx.memo(("entropic-layers", tuple(sorted(settings.items()))),
+                    lambda: entropic_layers(ctx, **settings))
     totals = [sum(v for _, v in run) / (len(run) if reduce == "mean" else 1) for run in runs]
     return sum(totals) / len(totals)
+
+
+def _register_variant(name: str, description: str, **fixed) -> None:
+    """A named preset of the Entropic Score, so tables can show readings side by side."""
+    def variant(ctx: ProxyContext, **options) -> float:
+        return entropic_score(ctx, **{**options, **fixed})
+    register_proxy(name, higher_is_better=True, description=description)(variant)
+
+
+_register_variant("entropic_across", "Entropic Score, the other reading: each position divided "
+                  "by its maximum across channels", normalization="across_channels")
+_register_variant("entropic_mean", "Entropic Score averaged over layers instead of summed "
+                  "(the depth-free part of ES)", reduce="mean")

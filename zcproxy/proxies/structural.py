@@ -21,13 +21,14 @@ from ..registry import register_proxy
 from ..surgery import Recipe
 
 aten = torch.ops.aten
-ACTIVATION_OPS = {
+ACTIVATION_OPS = (
     aten.relu.default, aten.relu_.default, aten.gelu.default, aten.silu.default,
     aten.silu_.default, aten.hardswish.default, aten.hardswish_.default, aten.hardtanh.default,
     aten.hardtanh_.default, aten.leaky_relu.default, aten.leaky_relu_.default, aten.elu.default,
     aten.mish.default, aten.threshold.default,
-}
-CONV_OPS = {aten.convolution.default}
+)
+ACTIVATION_PACKETS = frozenset(f.overloadpacket for f in ACTIVATION_OPS)
+CONV_PACKETS = frozenset({aten.convolution})
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ class _PathDepth(TorchDispatchMode):
         level = max((self.depth.get(id(t), 0) for t in flat_in if isinstance(t, torch.Tensor)),
                     default=0)
         packet = getattr(func, "overloadpacket", None)
-        if func in ACTIVATION_OPS or packet in {f.overloadpacket for f in ACTIVATION_OPS}:
+        if packet in ACTIVATION_PACKETS:
             level += 1
             self.activations += 1
-        if func in CONV_OPS:
+        elif packet in CONV_PACKETS:
             self.convs += 1
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -83,13 +84,13 @@ def trace_structure(ctx: ProxyContext) -> Structure:
     return ctx.memo("structure", compute)
 
 
-@register_proxy("params", needs_forward=False, baseline=True,
+@register_proxy("n_params", needs_forward=False, baseline=True,
                 description="#params: number of trainable parameters (a size baseline)")
 def num_params(ctx: ProxyContext) -> float:
     return float(sum(p.numel() for p in ctx.model.parameters() if p.requires_grad))
 
 
-@register_proxy("flops", baseline=True,
+@register_proxy("n_flops", baseline=True,
                 description="FLOPs of one input (torch.utils.flop_counter; a size baseline)")
 def flops(ctx: ProxyContext) -> float:
     return float(trace_structure(ctx).flops)
