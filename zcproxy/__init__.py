@@ -8,6 +8,7 @@ Public API::
     zcproxy.available_proxies()
     @zcproxy.register_proxy("my_proxy") ...           # add your own
 """
+from . import data
 from .api import NonFiniteScoreError, score, score_many
 from .context import ProxyContext, ProxyInputError
 from .explain import explain
@@ -16,7 +17,7 @@ from .registry import Proxy, UnknownProxyError, available_proxies, get_proxy, pr
 from .surgery import NoActivationsError, Recipe
 
 __all__ = [
-    "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
+    "data", "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
     "explain", "Proxy", "ProxyContext", "Recipe", "last_of_tuple", "logits_only",
     "NonFiniteScoreError", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
 ]

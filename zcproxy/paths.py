@@ -2,7 +2,8 @@
 
 One rule, used by every adapter and CLI: an explicit ``data_dir`` argument wins, then the
 ``ZCPROXY_DATA`` environment variable, then ``./data`` and ``../shared/data`` relative to the
-working directory (the layout of a development checkout).  Nothing is ever downloaded.
+working directory and to the checkout that holds the package (so notebooks and scripts in
+subfolders of a development checkout find it too).  Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]
     found = []
     if os.environ.get(ENV_VAR):
         found.append(Path(os.environ[ENV_VAR]).expanduser())
-    found += [Path.cwd() / "data", Path.cwd().parent / "shared" / "data"]
+    checkout = Path(__file__).resolve().parents[1]
+    for base in (Path.cwd(), checkout):
+        for candidate in (base / "data", base.parent / "shared" / "data"):
+            if candidate not in found:
+                found.append(candidate)
     return found
 
 
