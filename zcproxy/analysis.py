@@ -1,0 +1,80 @@
+"""Reading committed results back for analysis (notebooks, reports): one place, no copies.
+
+Every function takes the per-architecture score tables that ``python -m zcproxy.correlate``
+writes (``results/correlate/<bench>/scores.csv``) and returns plain DataFrames.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .published import PUBLISHED
+from .registry import get_proxy
+from .stats import kendall_tau, spearman_rho
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def load_scores(bench: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The committed per-architecture scores of one benchmark."""
+    path = Path(root or RESULTS / "correlate") / bench / "scores.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `python -m zcproxy.correlate --bench "
+                                f"{bench} --out {path.parent}` first")
+    return pd.read_csv(path)
+
+
+def oriented(frame: pd.DataFrame, proxy: str) -> pd.Series:
+    """Scores with lower-is-better proxies negated, so "higher" always means "better"."""
+    sign = 1.0 if get_proxy(proxy).higher_is_better else -1.0
+    return sign * frame[proxy]
+
+
+def versus_published(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Our τ/ρ beside every published figure we have, one row per (benchmark, proxy)."""
+    rows = []
+    for (bench, proxy), (tau, rho, source) in PUBLISHED.items():
+        if bench not in frames or proxy not in frames[bench]:
+            continue
+        frame = frames[bench]
+        ours_tau = kendall_tau(oriented(frame, proxy), frame["accuracy"])
+        ours_rho = spearman_rho(oriented(frame, proxy), frame["accuracy"])
+        rows.append({"benchmark": bench, "proxy": proxy, "n": ours_tau.n,
+                     "kendall": ours_tau.value, "published_kendall": tau,
+                     "spearman": ours_rho.value, "published_spearman": rho,
+                     "difference_kendall": ours_tau.value - tau, "source": source})
+    return pd.DataFrame(rows)
+
+
+def tau_vs_sample_size(frame: pd.DataFrame, proxies: Sequence[str], sizes: Sequence[int],
+                       repeats: int = 50, seed: int = 0) -> pd.DataFrame:
+    """Kendall τ on random sub-samples of each size: how much a small study can be trusted.
+
+    Returns one row per (proxy, size) with the mean, standard deviation and the 2.5/97.5
+    percentiles over ``repeats`` sub-samples drawn without replacement.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        if size > len(frame):
+            continue
+        draws = [rng.choice(len(frame), size=size, replace=False) for _ in range(repeats)]
+        for proxy in proxies:
+            x, y = oriented(frame, proxy).to_numpy(), frame["accuracy"].to_numpy()
+            taus = np.array([kendall_tau(x[d], y[d]).value for d in draws])
+            rows.append({"proxy": proxy, "size": size, "mean": np.nanmean(taus),
+                         "std": np.nanstd(taus), "lo": np.nanpercentile(taus, 2.5),
+                         "hi": np.nanpercentile(taus, 97.5)})
+    return pd.DataFrame(rows)
+
+
+def top_k_overlap(frame: pd.DataFrame, a: str, b: str, frac: float = 0.1) -> float:
+    """Share of the top-``frac`` architectures by ``a`` that are also top by ``b``."""
+    k = max(1, int(np.ceil(frac * len(frame))))
+    top_a = set(oriented(frame, a).nlargest(k).index)
+    top_b = set(oriented(frame, b).nlargest(k).index)
+    return len(top_a & top_b) / k
