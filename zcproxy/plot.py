@@ -117,6 +117,7 @@ def rank_grid(frames: Mapping[str, pd.DataFrame], proxies: Sequence[str],
               dpi: int = 120) -> Path:
     """One rank plot per benchmark (rows) x proxy (columns), saved to ``out_path``.
 
+    A single benchmark's panels wrap into rows of at most 4, so wide proxy lists stay legible.
     A proxy missing from a benchmark's table gets a labelled empty panel rather than an error,
     because proxies that do not apply to a search space are routine.
     """
@@ -125,23 +126,24 @@ def rank_grid(frames: Mapping[str, pd.DataFrame], proxies: Sequence[str],
     if not proxies:
         raise ValueError("rank_grid needs at least one proxy")
     orientation = dict(higher_is_better or {})
-    nrow, ncol = len(frames), len(proxies)
+    panels = [(bench, df, proxy) for bench, df in frames.items() for proxy in proxies]
+    ncol = len(proxies) if len(frames) > 1 else min(4, len(proxies))
+    nrow = -(-len(panels) // ncol)
     fig = _new_figure(3.2 * ncol, 2.8 * nrow)
-    axes = np.atleast_2d(fig.subplots(nrow, ncol, squeeze=False))
-    for r, (bench, df) in enumerate(frames.items()):
-        for c, proxy in enumerate(proxies):
-            ax = axes[r, c]
-            panel = f"{bench} · {proxy}" if bench else proxy
-            if proxy not in df.columns:
-                ax.set_title(panel, fontsize=10)
-                ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center",
-                        va="center", color="0.4")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                continue
-            rank_plot(df, proxy, target=target, ax=ax, title=panel,
-                      higher_is_better=orientation.get(proxy, True), kind=kind,
-                      colorbar=False)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (bench, df, proxy) in zip(axes, panels):
+        panel = f"{bench} · {proxy}" if bench else proxy
+        if proxy not in df.columns:
+            ax.set_title(panel, fontsize=10)
+            ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center",
+                    va="center", color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        rank_plot(df, proxy, target=target, ax=ax, title=panel,
+                  higher_is_better=orientation.get(proxy, True), kind=kind, colorbar=False)
     return _save(fig, out_path, dpi)
 
 
