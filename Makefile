@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The torch/torchvision pair that lies on this machine's disk (CPU-capable CUDA build).
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test,train]"
+	$(PY) -m pip install --quiet -e ".[test,train,ray]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -6,13 +6,14 @@ missing for it; results go to a :class:`~zcproxy.journal.Journal` as they arrive
 """
 from __future__ import annotations
 
+import ctypes
+import importlib
 import math
-import multiprocessing as mp
 import os
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -37,29 +38,46 @@ class ScoringJob:
     batch_size: int = 64
     threads: int = 0  # torch threads per worker; 0 = leave torch's default
     proxy_options: dict = field(default_factory=dict)
+    # Modules every worker imports before looking proxies up, so that proxies registered
+    # outside zcproxy also exist in worker processes (spawned or on a Ray cluster).
+    plugins: tuple[str, ...] = ()
+    # Let workers keep freed memory instead of returning it to the OS (see tune_allocator).
+    tune_malloc: bool = True
 
     def arch_seed(self, index: int) -> int:
         return (self.seed * 1_000_003 + index) % (2 ** 63)
 
 
-class _Worker:
+Task = tuple[int, tuple[str, ...]]
+Row = tuple[int, str, float, float, str]
+
+
+class Worker:
     """Per-process state: the benchmark tables and the real-data batch, loaded once."""
 
     def __init__(self, job: ScoringJob):
         from .nasbench import get_benchmark
         if job.threads:
             torch.set_num_threads(job.threads)
+        for module in job.plugins:
+            importlib.import_module(module)
         self.job = job
         self.bench = get_benchmark(job.bench, data_dir=job.data_dir,
                                    official_path=job.official_path)
+        # Load the tables now: an adapter that reads them lazily inside the first seeded build
+        # could draw from the seeded RNG stream (NATS-tss computes its cost tables by building
+        # networks), and the first architecture a worker scores would get other weights.
+        self.bench.table(job.dataset)
         self.proxies = resolve_proxies({p: job.proxy_options.get(p, {}) for p in job.proxies})
         self.inputs = self.targets = None
         if any(p.needs_data for p, _ in self.proxies):
             from .data import cifar10_batch
             self.inputs, self.targets = cifar10_batch(job.batch_size, seed=job.seed,
                                                       root=job.data_dir, device=job.device)
+        if job.tune_malloc:  # after loading: the loaders' big temporaries go back to the OS
+            tune_allocator()
 
-    def score(self, task: tuple[int, tuple[str, ...]]) -> list[tuple[int, str, float, float, str]]:
+    def score(self, task: Task) -> list[Row]:
         index, wanted = task
         rows = []
         try:
@@ -69,7 +87,12 @@ class _Worker:
             ctx = ProxyContext(model=model, device=torch.device(self.job.device),
                                output=self.bench.output_selector, inputs=self.inputs,
                                targets=self.targets, input_shape=self.bench.input_shape(self.job.dataset),
-                               seed=self.job.seed)
+                               # Independent proxy seeds per architecture (ES re-initialisations,
+                               # noise input).  One shared seed for all architectures gives
+                               # wider networks a superset of the same stem weights, a common-
+                               # random-numbers artefact that moved ES's τ on NATS-sss from
+                               # ≈0 to -0.41 (float64 draws) or +0.11 (float32 draws).
+                               seed=self.job.arch_seed(index))
             todo = [(p, o) for p, o in self.proxies if p.name in wanted]
             for name, value, seconds in score_timed(ctx, todo, nonfinite="keep"):
                 error = "" if math.isfinite(value) else f"non-finite score {value}"
@@ -83,20 +106,36 @@ class _Worker:
         return rows
 
 
-_WORKER: _Worker | None = None
+_MALLOC_TUNED = False
 
 
-def _init_worker(job: ScoringJob) -> None:
-    global _WORKER
-    _WORKER = _Worker(job)
+def tune_allocator() -> bool:
+    """Make glibc keep freed memory for reuse instead of unmapping it (once per process).
 
-
-def _score_in_worker(task):
-    return _WORKER.score(task)
+    glibc serves every block above 128 KiB with a fresh ``mmap`` and unmaps it on free, so each
+    of the dozens of multi-megabyte activations a forward pass allocates costs page faults and
+    zeroing by the kernel: 10-25 % of a scoring worker's CPU time (most on NAS-Bench-101).
+    Disabling mmap for allocations and never trimming the heap turns that into plain reuse.
+    Only the allocator's policy changes, never a value, so scores are bit-for-bit the same;
+    peak RSS stays the high-water mark it was.  Returns False where there is no glibc.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    ok = (mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 2 ** 31 - 1) == 1
+          and mallopt(m_top_pad, 64 << 20) == 1)
+    _MALLOC_TUNED = ok
+    return ok
 
 
 def pending_tasks(indices: Sequence[int], proxies: Sequence[str],
-                  done: set[tuple[int, str]]) -> list[tuple[int, tuple[str, ...]]]:
+                  done: set[tuple[int, str]]) -> list[Task]:
     """(index, proxies still missing) for every architecture with work left, in order."""
     tasks = []
     for index in indices:
@@ -107,35 +146,35 @@ def pending_tasks(indices: Sequence[int], proxies: Sequence[str],
 
 
 def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.PathLike, *,
-                workers: int = 1, progress: bool = True) -> pd.DataFrame:
+                workers: int = 1, progress: bool = True, executor=None) -> pd.DataFrame:
     """Score ``indices`` into the journal, skipping what it already holds; returns the journal.
 
-    With ``workers > 1`` architectures are spread over processes (spawned, so it works with
-    CUDA too); ``job.threads`` sets torch's threads per process.
+    Where the work runs is an :class:`~zcproxy.executors.Executor`: by default this process
+    (``workers=1``) or a pool of ``workers`` spawned processes (so it works with CUDA too;
+    ``job.threads`` torch threads each, default ``cores // workers``); pass
+    ``executor=RayExecutor(...)`` for a Ray cluster.  Rows are journaled as each architecture
+    (or chunk, on Ray) comes back, so an interrupted run loses at most the work in flight.
+    An executor passed in is left open for reuse; one made here is closed.
     """
-    with Journal(journal_path) as journal:
-        tasks = pending_tasks(indices, job.proxies, journal.done())
-        bar = tqdm(total=len(indices), initial=len(indices) - len(tasks), unit="arch",
-                   desc=f"{job.bench} {','.join(job.proxies)}", disable=not progress,
-                   dynamic_ncols=True)
-        for rows in _results(job, tasks, workers):
-            journal.append(rows)
-            bar.update(1)
-        bar.close()
-        return journal.read()
-
-
-def _results(job: ScoringJob, tasks: list, workers: int) -> Iterator[list]:
-    if not tasks:
-        return
-    if workers <= 1:
-        worker = _Worker(job)
-        for task in tasks:
-            yield worker.score(task)
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield from pool.imap_unordered(_score_in_worker, tasks, chunksize=1)
+    from .executors import make_executor
+    own = executor is None
+    if own:
+        executor = make_executor("local", workers=workers)
+    try:
+        with Journal(journal_path) as journal:
+            tasks = pending_tasks(indices, job.proxies, journal.done())
+            bar = tqdm(total=len(indices), initial=len(indices) - len(tasks), unit="arch",
+                       desc=f"{job.bench} {','.join(job.proxies)}", disable=not progress,
+                       dynamic_ncols=True)
+            if tasks:
+                for rows in executor.run(job, tasks):
+                    journal.append(rows)
+                    bar.update(1)
+            bar.close()
+            return journal.read()
+    finally:
+        if own:
+            executor.close()
 
 
 def wide_scores(journal: pd.DataFrame, bench, dataset: str, proxies: Sequence[str],

@@ -404,9 +404,12 @@ def _tss_op_costs(dataset: str) -> tuple[int, int, np.ndarray, np.ndarray]:
     num_classes, resolution = NUM_CLASSES[dataset], RESOLUTION[dataset]
     params = np.zeros(len(OP_NAMES), dtype=np.int64)
     flops = np.zeros(len(OP_NAMES), dtype=np.int64)
-    for op_index, op in enumerate(OP_NAMES):  # the network with this op on all six edges
-        net = tss_network(_tss_string([op] * 6), num_classes)
-        params[op_index], flops[op_index] = count_parameters(net), count_flops(net, resolution)
+    # Building draws initial weights: fork the RNG so that loading a table never shifts the
+    # weights of the next network a caller builds under its own seed.
+    with torch.random.fork_rng(devices=[]):
+        for op_index, op in enumerate(OP_NAMES):  # the network with this op on all six edges
+            net = tss_network(_tss_string([op] * 6), num_classes)
+            params[op_index], flops[op_index] = count_parameters(net), count_flops(net, resolution)
     base = OP_NAMES.index("none")
     extra_params, extra_flops = params - params[base], flops - flops[base]
     if (extra_params % 6).any() or (extra_flops % 6).any():

@@ -8,7 +8,7 @@
 #   --crop-scale 0.35 1        a 0.08-area crop of a 32x32 image keeps ~9x9 pixels
 # Everything else (AdamW, wd 0.02, cosine, BCE, label smoothing 0.1, RandAugment m7-n1,
 # AGC clipping 2.0, drop path 0.05, random erasing 0) is the s0 preset.
-cd "$(dirname "$0")/../../.." && PYTHONPATH=. exec /work/venv/bin/python -m zcproxy.train \
+cd "$(dirname "$0")/../../.." && PYTHONPATH=. exec "${PYTHON:-.venv/bin/python}" -m zcproxy.train \
   --arch efficientformerv2_s0 --data ../shared/data/cifar10 --cifar-split-val 0.1 \
   --preset s0 --img-size 32 --epochs 20 --warmup-epochs 1 --batch-size 64 --lr 0.016 \
   --mixup 0 --cutmix 0 --crop-scale 0.35 1 \

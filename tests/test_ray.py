@@ -1,0 +1,79 @@
+"""The Ray executor on a local Ray instance (2 CPUs, loopback, no dashboard).
+
+Skipped only where ``ray`` is not installed (``pip install 'zcproxy[ray]'``).  The probe proxy
+of test_runner.py logs each finished computation, and one call per run kills its Ray worker
+process; the run must still finish with every architecture scored exactly once.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from test_runner import calls, probe_job, unload_plugin, write_plugin
+from zcproxy.executors import RayExecutor
+from zcproxy.nasbench import get_benchmark
+from zcproxy.runner import run_scoring
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield folder
+    ray.shutdown()
+    unload_plugin()
+
+
+@pytest.fixture(scope="module")
+def indices():
+    return get_benchmark("nats-tss").sample(8, seed=21)
+
+
+def _in_process_scores(log, indices, tmp_path, monkeypatch, folder):
+    monkeypatch.syspath_prepend(str(folder))
+    return run_scoring(probe_job(log), indices, tmp_path / "serial.csv", progress=False)
+
+
+@pytest.mark.parametrize("max_retries", [2, 0], ids=["ray-retries", "parent-resubmits"])
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, indices, tmp_path,
+                                                              monkeypatch, max_retries):
+    log, marker = tmp_path / "calls.txt", tmp_path / "crashed"
+    executor = RayExecutor(chunk_size=2, max_retries=max_retries, resubmits=2)
+    with executor:
+        done = run_scoring(probe_job(log, crash_marker=str(marker)), indices,
+                           tmp_path / "journal.csv", progress=False, executor=executor)
+    assert marker.exists()  # one Ray worker process really died
+    assert sorted(done["index"]) == sorted(indices) and done["error"].isna().all()
+    assert len(pd.read_csv(tmp_path / "journal.csv")) == len(indices)  # each score once
+    # The chunk that died had finished nothing, so nothing was computed twice.
+    assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])
+    # Same numbers as scoring in this process.
+    serial = _in_process_scores(tmp_path / "serial.txt", indices, tmp_path, monkeypatch,
+                                local_ray)
+    merged = done.merge(serial, on=["index", "proxy"], suffixes=("_ray", "_here"))
+    assert len(merged) == len(indices) and (merged["score_ray"] == merged["score_here"]).all()
+
+
+def test_ray_resumes_a_journal_without_recomputing(local_ray, indices, tmp_path):
+    log, journal = tmp_path / "calls.txt", tmp_path / "journal.csv"
+    with RayExecutor(chunk_size=3) as executor:
+        run_scoring(probe_job(log), indices[:5], journal, progress=False, executor=executor)
+        done = run_scoring(probe_job(log), indices, journal, progress=False, executor=executor)
+    assert sorted(done["index"]) == sorted(indices)
+    assert len(calls(log)) == len(indices)  # the first five were not scored again
+
+
+def test_ray_executor_reports_a_task_that_keeps_failing(local_ray, tmp_path):
+    from zcproxy.runner import ScoringJob
+    job = ScoringJob(bench="nats-tss", proxies=("n_params",), plugins=("no_such_plugin_zc",))
+    with RayExecutor(chunk_size=1, max_retries=0, resubmits=1) as executor:
+        with pytest.raises(RuntimeError, match="(?s)failed 2 times.*no_such_plugin_zc"):
+            run_scoring(job, [0], tmp_path / "j.csv", progress=False, executor=executor)
+

@@ -1,0 +1,285 @@
+"""The scoring runner: resumable journal, worker processes, failures, sharding.
+
+Every test scores a handful of real NATS-tss architectures with a probe proxy that a plug-in
+module registers (so spawned and Ray workers have it too).  The probe returns a fingerprint of
+the network's initial weights, which pins down the per-architecture seeding, and appends it to
+a call log, which counts how often each architecture was really computed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from zcproxy import correlate
+from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor, make_executor
+from zcproxy.nasbench import get_benchmark
+from zcproxy.registry import available_proxies, unregister_proxy
+from zcproxy.runner import ScoringJob, run_scoring, wide_scores
+from zcproxy.surgery import clone_module
+
+PLUGIN = "zc_test_plugin"
+PROBES = ("zc_test_probe", "zc_test_fail")
+PLUGIN_SOURCE = '''
+"""Test-only proxies, imported by every worker through ScoringJob.plugins."""
+import os
+
+from zcproxy.registry import register_proxy
+
+
+@register_proxy("zc_test_probe", needs_forward=False, replace=True,
+                description="sum of the initial weights; logs each finished call")
+def probe(ctx, log="", crash_marker="", interrupt_after=-1):
+    value = float(sum(float(p.detach().double().sum()) for p in ctx.model.parameters()))
+    if interrupt_after >= 0 and os.path.exists(log):
+        with open(log) as fh:
+            if len(fh.read().split()) >= interrupt_after:
+                raise KeyboardInterrupt  # as if the user pressed Ctrl-C here
+    if crash_marker:
+        try:  # O_EXCL: exactly one call in the whole run wins and takes its process down
+            os.close(os.open(crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os._exit(3)
+        except FileExistsError:
+            pass
+    if log:
+        with open(log, "a") as fh:
+            fh.write(repr(value) + "\\n")
+    return value
+
+
+@register_proxy("zc_test_fail", needs_forward=False, replace=True,
+                description="always raises")
+def fail(ctx):
+    raise ValueError("boom from the test proxy")
+'''
+
+
+def write_plugin(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{PLUGIN}.py").write_text(textwrap.dedent(PLUGIN_SOURCE))
+    return folder
+
+
+def unload_plugin() -> None:
+    for name in PROBES:
+        if name in available_proxies():
+            unregister_proxy(name)
+    sys.modules.pop(PLUGIN, None)
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    folder = write_plugin(tmp_path / "plugin")
+    monkeypatch.syspath_prepend(str(folder))  # spawned workers inherit sys.path
+    yield folder
+    unload_plugin()
+
+
+@pytest.fixture(scope="module")
+def tss():
+    bench = get_benchmark("nats-tss")
+    return bench, bench.sample(6, seed=11)
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def probe_job(log: Path, **options) -> ScoringJob:
+    return ScoringJob(bench="nats-tss", proxies=("zc_test_probe",), plugins=(PLUGIN,),
+                      proxy_options={"zc_test_probe": {"log": str(log), **options}})
+
+
+def test_resume_after_interrupt_recomputes_nothing_and_loses_nothing(plugin, tss, tmp_path):
+    _, indices = tss
+    log, journal = tmp_path / "calls.txt", tmp_path / "journal.csv"
+    with pytest.raises(KeyboardInterrupt):
+        run_scoring(probe_job(log, interrupt_after=3), indices, journal, progress=False)
+    assert len(calls(log)) == 3
+    assert len(pd.read_csv(journal)) == 3  # every finished score reached the disk
+
+    done = run_scoring(probe_job(log), indices, journal, progress=False)
+    assert sorted(done["index"]) == sorted(indices)
+    assert len(calls(log)) == len(indices)  # the three finished ones were not recomputed
+    assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])
+    assert len(set(done["score"])) == len(indices)  # one distinct network per architecture
+
+
+def test_torn_last_line_is_cut_and_that_score_computed_again(plugin, tss, tmp_path):
+    _, indices = tss
+    log, journal = tmp_path / "calls.txt", tmp_path / "journal.csv"
+    run_scoring(probe_job(log), indices[:4], journal, progress=False)
+    data = journal.read_bytes()
+    last = data.rstrip(b"\n").rsplit(b"\n", 1)[1]
+    journal.write_bytes(data[:len(data) - len(last) // 2 - 1])  # die halfway through a line
+    with pytest.warns(RuntimeWarning, match="incomplete last line"):
+        done = run_scoring(probe_job(log), indices[:4], journal, progress=False)
+    assert len(done) == 4 and not done["score"].isna().any()
+    assert len(calls(log)) == 5  # four, plus the torn one once more
+    assert calls(log)[-1] == calls(log)[3]  # recomputed to the same value
+    assert journal.read_bytes().count(b"\n") == 1 + 4  # header + one line per score
+
+
+def test_one_and_two_worker_processes_give_identical_scores(plugin, tss, tmp_path):
+    _, indices = tss
+    # Same torch thread count in both: MKL's float64 sums may round differently with another.
+    job = ScoringJob(bench="nats-tss", proxies=("synflow", "zc_test_probe"), plugins=(PLUGIN,),
+                     threads=1, tune_malloc=False)
+    # In process and in reverse order: each worker's first network must not differ from
+    # what the same architecture gets later in a run (lazy tables must not eat the seed).
+    serial = run_scoring(job, list(reversed(indices)), tmp_path / "one.csv", progress=False)
+    with ProcessPoolExecutor(2, threads=1) as pool:
+        parallel = run_scoring(job, indices, tmp_path / "two.csv", progress=False,
+                               executor=pool)
+    key = ["index", "proxy"]
+    a = serial.sort_values(key).reset_index(drop=True)
+    b = parallel.sort_values(key).reset_index(drop=True)
+    assert len(a) == 2 * len(indices) and (a["error"].isna()).all()
+    pd.testing.assert_frame_equal(a[key + ["score"]], b[key + ["score"]], check_exact=True)
+
+
+def test_process_pool_recovers_from_a_dying_worker(plugin, tss, tmp_path):
+    _, indices = tss
+    log, marker = tmp_path / "calls.txt", tmp_path / "crashed"
+    job = probe_job(log, crash_marker=str(marker))
+    with ProcessPoolExecutor(1, threads=1) as pool:
+        done = run_scoring(job, indices[:3], tmp_path / "j.csv", progress=False, executor=pool)
+    assert marker.exists()  # a worker did die
+    assert sorted(done["index"]) == sorted(indices[:3]) and done["error"].isna().all()
+    assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])  # each once
+
+
+def test_a_failing_proxy_is_recorded_with_its_error(plugin, tss, tmp_path):
+    bench, indices = tss
+    job = ScoringJob(bench="nats-tss", proxies=("n_params", "zc_test_fail"), plugins=(PLUGIN,))
+    journal = run_scoring(job, indices[:2], tmp_path / "j.csv", progress=False)
+    failed = journal[journal["proxy"] == "zc_test_fail"]
+    assert len(failed) == 2 and failed["score"].isna().all()
+    assert failed["error"].str.contains("ValueError: boom from the test proxy").all()
+    ok = journal[journal["proxy"] == "n_params"]
+    assert ok["error"].isna().all() and (ok["score"] > 0).all()  # the others still scored
+    wide = wide_scores(journal, bench, "cifar10", ["n_params", "zc_test_fail"], indices[:2])
+    assert wide["errors"].str.contains("boom").all()
+    # A recorded failure counts as done: it is reported, not silently retried forever.
+    again = run_scoring(job, indices[:2], tmp_path / "j.csv", progress=False)
+    assert len(again) == 4
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path):
+    job = ScoringJob(bench="nats-tss", proxies=("n_params",), plugins=("no_such_plugin_zc",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_plugin_zc"):
+        run_scoring(job, [0], tmp_path / "j.csv", progress=False)
+    with ProcessPoolExecutor(1, threads=1) as pool:
+        with pytest.raises(RuntimeError, match="no_such_plugin_zc"):
+            run_scoring(job, [0], tmp_path / "j2.csv", progress=False, executor=pool)
+
+
+def test_run_settings_clash_is_a_clear_error(tmp_path):
+    job = ScoringJob(bench="nats-tss", proxies=("n_params",), seed=0)
+    correlate.check_run_settings(tmp_path, job)
+    assert json.loads((tmp_path / "run.json").read_text())["seed"] == 0
+    correlate.check_run_settings(tmp_path, job)  # same settings: fine
+    other = ScoringJob(bench="nats-tss", proxies=("n_params",), seed=1, batch_size=32)
+    with pytest.raises(SystemExit, match=r"seed: 0 there, 1 now.*batch_size: 64 there, 32 now"):
+        correlate.check_run_settings(tmp_path, other)
+
+
+def _correlate(out: Path, *extra: str) -> int:
+    return correlate.main(["--bench", "nats-tss", "--sample", "6", "--seed", "5",
+                           "--proxies", "synflow", "--no-baselines", "--bootstrap", "0",
+                           "--no-progress", "--out", str(out), *extra])
+
+
+def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
+    assert _correlate(tmp_path / "whole") == 0
+    shards = tmp_path / "shards"
+    assert _correlate(shards, "--shard", "1/2") == 0
+    with pytest.raises(SystemExit, match="missing shard journal.*journal.shard-0-of-2.csv"):
+        _correlate(shards, "--merge")
+    assert _correlate(shards, "--shard", "0/2") == 0
+    parts = [pd.read_csv(shards / f"journal.shard-{i}-of-2.csv") for i in range(2)]
+    assert set(parts[0]["index"]).isdisjoint(parts[1]["index"])
+    assert [len(p) for p in parts] == [3, 3]
+    assert _correlate(shards, "--merge") == 0
+    whole = pd.read_csv(tmp_path / "whole" / "scores.csv")
+    merged = pd.read_csv(shards / "scores.csv")
+    pd.testing.assert_frame_equal(whole[["index", "arch", "synflow"]],
+                                  merged[["index", "arch", "synflow"]], check_exact=True)
+    assert (shards / "correlations.md").exists()
+
+
+def test_merge_names_the_shard_whose_scores_are_missing(tmp_path):
+    assert _correlate(tmp_path, "--shard", "0/2") == 0
+    assert _correlate(tmp_path, "--shard", "1/2") == 0
+    path = tmp_path / "journal.shard-1-of-2.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # shard 1 lost its last score
+    with pytest.raises(SystemExit, match=r"1 score\(s\) of 1 architecture\(s\).*shard\(s\) 1 of 2"):
+        _correlate(tmp_path, "--merge")
+
+
+def test_shard_argument_is_checked():
+    with pytest.raises(SystemExit, match="I/N"):
+        correlate.parse_shard("1of2")
+    with pytest.raises(SystemExit, match="0 <= I < N"):
+        correlate.parse_shard("2/2")
+    assert correlate.shard_indices(list(range(7)), 1, 3) == [1, 4]
+
+
+def test_make_executor_picks_the_executor_the_flags_name():
+    assert isinstance(make_executor("local", workers=1), InProcessExecutor)
+    assert isinstance(make_executor("local", workers=3), ProcessPoolExecutor)
+    with pytest.raises(ValueError, match="'local' or 'ray'"):
+        make_executor("slurm")
+
+
+class _Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.again = self.conv  # the same module twice
+        self.register_buffer("scale", torch.tensor(2.0), persistent=False)
+        self.tag = ["kept", 1]
+
+    def forward(self, x):
+        return self.bn(self.again(self.conv(x))) * self.scale
+
+
+def test_clone_module_is_a_faithful_deepcopy():
+    """The fast copy behind every prepared model must equal copy.deepcopy in every respect
+    a proxy can observe, and share nothing mutable with the original."""
+    net = get_benchmark("nats-tss").build(123)
+    net.stem[0].register_forward_hook(lambda *a: None)
+    for original in (net, _Shared()):
+        fast, slow = clone_module(original), copy.deepcopy(original)
+        assert [(n, type(m)) for n, m in fast.named_modules(remove_duplicate=False)] == \
+               [(n, type(m)) for n, m in slow.named_modules(remove_duplicate=False)]
+        for (k, a), (_, b), (_, o) in zip(fast.state_dict().items(), slow.state_dict().items(),
+                                          original.state_dict().items()):
+            assert torch.equal(a, b) and a.data_ptr() != o.data_ptr(), k
+        for m_fast, m_orig in zip(fast.modules(), original.modules()):
+            assert m_fast is not m_orig
+            assert m_fast._forward_hooks is not m_orig._forward_hooks
+            assert m_fast._forward_hooks.keys() == m_orig._forward_hooks.keys()
+            assert m_fast.__dict__.keys() == m_orig.__dict__.keys()
+        assert all(p.requires_grad and type(p) is nn.Parameter for p in fast.parameters())
+    torch.manual_seed(0)
+    model = _Shared().eval()
+    shared = clone_module(model)
+    assert shared.again is shared.conv and shared.tag == ["kept", 1]
+    assert "scale" not in shared.state_dict() and "scale" in dict(shared.named_buffers())
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(shared(x), model(x))
+    before = [p.clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in shared.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -1,0 +1,307 @@
+"""Where scoring runs: this process, a pool of local processes, or a Ray cluster.
+
+:func:`~zcproxy.runner.run_scoring` hands an :class:`Executor` the architectures still missing
+from the journal and journals each architecture's rows as the executor yields them; the executors
+differ only in where :class:`~zcproxy.runner.Worker` runs.  Whatever the executor, a score does
+not depend on it (each network is built from a seed derived from its index), and a worker that
+dies costs only the work it had in flight: it is re-submitted, never lost or duplicated, because
+nothing reaches the journal before it is finished.
+"""
+from __future__ import annotations
+
+import abc
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections import deque
+from typing import Iterator, Sequence
+
+from .runner import Row, ScoringJob, Task, Worker
+
+
+def serves(started: ScoringJob, job: ScoringJob) -> bool:
+    """Whether workers set up for ``started`` can score ``job``: the same settings and a subset
+    of its proxies (a worker scores whichever of its proxies a task asks for), so one pool can
+    serve runs of several proxy sets without reloading anything."""
+    return (set(job.proxies) <= set(started.proxies)
+            and dataclasses.replace(job, proxies=started.proxies) == started)
+
+
+class Executor(abc.ABC):
+    """Runs scoring tasks for a job and yields each architecture's rows as they finish."""
+
+    def start(self, job: ScoringJob) -> None:
+        """Get workers ready for ``job`` (load data, spawn, connect) before any timing starts;
+        optional, ``run`` starts them itself."""
+
+    @abc.abstractmethod
+    def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
+        """Rows of every task, one list per architecture, in completion order."""
+
+    def close(self) -> None:
+        """Release workers; the executor can be started again afterwards."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InProcessExecutor(Executor):
+    """Scores in the calling process, one architecture after the other."""
+
+    def __init__(self):
+        self._worker: Worker | None = None
+
+    def start(self, job: ScoringJob) -> None:
+        if self._worker is None or not serves(self._worker.job, job):
+            self._worker = Worker(job)
+
+    def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
+        self.start(job)
+        for task in tasks:
+            yield self._worker.score(task)
+
+    def close(self) -> None:
+        self._worker = None
+
+
+# ----------------------------------------------------------------------- local processes
+_POOL_WORKER: Worker | None = None
+_POOL_INIT_ERROR: str | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A pool worker blocks forever on its task queue if the parent is killed (the queue's
+    # pipe stays open in the sibling workers); exit instead of lingering with the data loaded.
+    while os.getppid() == parent:
+        time.sleep(2.0)
+    os._exit(1)
+
+
+def _init_pool_worker(job: ScoringJob, ready) -> None:
+    global _POOL_WORKER, _POOL_INIT_ERROR
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        _POOL_WORKER = Worker(job)
+    except BaseException as err:  # reported with the first task; an initializer that raises
+        _POOL_INIT_ERROR = f"{type(err).__name__}: {err}"  # would just be restarted forever
+    finally:
+        if ready is not None:
+            try:
+                ready.wait(timeout=600)
+            except threading.BrokenBarrierError:
+                pass
+
+
+def _score_in_pool(task: Task) -> list[Row]:
+    if _POOL_WORKER is None:
+        raise WorkerSetupError(f"worker {os.getpid()} could not start: {_POOL_INIT_ERROR}")
+    return _POOL_WORKER.score(task)
+
+
+class WorkerSetupError(RuntimeError):
+    """A worker could not load what the job needs (benchmark files, data, a plug-in)."""
+
+
+class ProcessPoolExecutor(Executor):
+    """``workers`` spawned processes on this machine, each with its own copy of the data.
+
+    Spawned rather than forked, so it works with CUDA and with torch's thread pools.  Each
+    process gets ``threads`` torch threads (default: the job's, else cores // workers, so that
+    the pool never oversubscribes the machine).  If a process dies (killed, out of memory, a
+    crash in native code) the pool is rebuilt and the architectures it had in flight are
+    re-submitted; one that takes a process down ``max_attempts`` times is recorded as failed.
+    """
+
+    def __init__(self, workers: int, *, threads: int | None = None, max_attempts: int = 3,
+                 ready_timeout: float = 600.0):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.threads = threads
+        self.max_attempts = max_attempts
+        self.ready_timeout = ready_timeout
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._job: ScoringJob | None = None
+
+    def _worker_job(self, job: ScoringJob) -> ScoringJob:
+        threads = self.threads or job.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        return dataclasses.replace(job, threads=threads)
+
+    def start(self, job: ScoringJob) -> None:
+        job = self._worker_job(job)
+        if self._pool is not None and serves(self._job, job):
+            return
+        self.close()
+        ctx = mp.get_context("spawn")
+        ready = ctx.Barrier(self.workers + 1)
+        self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                            initializer=_init_pool_worker, initargs=(job, ready))
+        self._job = job
+        # Processes are spawned on demand: one no-op task each makes all of them start, and
+        # the barrier returns once every one has loaded the benchmark and the data.
+        pings = [self._pool.submit(os.getpid) for _ in range(self.workers)]
+        try:
+            ready.wait(timeout=self.ready_timeout)
+        except threading.BrokenBarrierError:
+            self.close()
+            raise WorkerSetupError(f"the {self.workers} worker processes were not ready after "
+                                   f"{self.ready_timeout:.0f} s") from None
+        cf.wait(pings)
+
+    def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
+        self.start(job)
+        queue = deque((task, 0) for task in tasks)
+        in_flight: dict[cf.Future, tuple[Task, int]] = {}
+        window = 2 * self.workers
+        while queue or in_flight:
+            while queue and len(in_flight) < window:
+                task, attempt = queue.popleft()
+                in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                task, attempt = in_flight.pop(future)
+                try:
+                    yield future.result()
+                except cf.process.BrokenProcessPool:
+                    broken = True
+                    if attempt + 1 >= self.max_attempts:
+                        yield _died_rows(task, attempt + 1)
+                    else:
+                        queue.appendleft((task, attempt + 1))
+            if broken:
+                # Every task still in the dead pool fails too; give them back to the queue.
+                for future, (task, attempt) in list(in_flight.items()):
+                    try:
+                        yield future.result()
+                    except cf.process.BrokenProcessPool:
+                        queue.appendleft((task, attempt))
+                in_flight.clear()
+                job_now = self._job
+                self.close()
+                self.start(job_now)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._job = None
+
+
+def _died_rows(task: Task, attempts: int) -> list[Row]:
+    index, wanted = task
+    message = (f"WorkerDied: the worker process died {attempts} times while scoring this "
+               "architecture (killed, out of memory, or a crash in native code)")
+    return [(index, proxy, float("nan"), 0.0, message) for proxy in wanted]
+
+
+# ----------------------------------------------------------------------------- Ray
+_RAY_WORKER: Worker | None = None
+
+
+def _ray_score_chunk(job: ScoringJob, chunk: list[Task]) -> list[list[Row]]:
+    """One Ray task: score a chunk of architectures.  The Worker is cached per Ray worker
+    process, so the benchmark and the batch are loaded once per process, not per chunk."""
+    global _RAY_WORKER
+    if _RAY_WORKER is None or not serves(_RAY_WORKER.job, job):
+        _RAY_WORKER = Worker(job)
+    return [_RAY_WORKER.score(task) for task in chunk]
+
+
+class RayExecutor(Executor):
+    """Scores chunks of architectures as Ray tasks, locally or on a cluster.
+
+    ``address`` is passed to ``ray.init`` (None: a running local instance or a new one;
+    ``"auto"`` or ``"ray://host:10001"`` for a cluster; zcproxy and the benchmark data must be
+    installed on every node).  Results come back as each chunk finishes (``ray.wait``) and are
+    journaled then, so a chunk's scores are never lost once it is done.  A task whose worker
+    process dies is retried by Ray (``max_retries``); one that still fails is re-submitted by
+    this executor up to ``resubmits`` times before the run stops with the error.  Small chunks
+    redo less work after a failure, large ones pay less per-task overhead.
+    """
+
+    def __init__(self, address: str | None = None, *, chunk_size: int = 8, max_retries: int = 3,
+                 resubmits: int = 2, cpus_per_task: float = 1.0, max_in_flight: int | None = None,
+                 init_options: dict | None = None):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self.address = address
+        self.chunk_size = chunk_size
+        self.max_retries = max_retries
+        self.resubmits = resubmits
+        self.cpus_per_task = cpus_per_task
+        self.max_in_flight = max_in_flight
+        self.init_options = dict(init_options or {})
+        self._ray = None
+        self._owns_ray = False
+        self._remote = None
+
+    def start(self, job: ScoringJob) -> None:
+        if self._ray is not None:
+            return
+        try:
+            import ray
+        except ImportError as err:
+            raise ImportError("the Ray executor needs ray: pip install 'zcproxy[ray]' "
+                              "(or pip install ray)") from err
+        if not ray.is_initialized():
+            ray.init(address=self.address, **self.init_options)
+            self._owns_ray = True
+        self._ray = ray
+        self._remote = ray.remote(_ray_score_chunk).options(
+            num_cpus=self.cpus_per_task, max_retries=self.max_retries)
+
+    def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
+        self.start(job)
+        ray = self._ray
+        job = dataclasses.replace(job, threads=job.threads or max(1, int(self.cpus_per_task)))
+        job_ref = ray.put(job)
+        chunks = deque((list(tasks[i:i + self.chunk_size]), 0)
+                       for i in range(0, len(tasks), self.chunk_size))
+        limit = self.max_in_flight or max(2, 2 * int(ray.available_resources().get("CPU", 1)))
+        pending: dict = {}
+        while chunks or pending:
+            while chunks and len(pending) < limit:
+                chunk, attempt = chunks.popleft()
+                pending[self._remote.remote(job_ref, chunk)] = (chunk, attempt)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                chunk, attempt = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    if attempt >= self.resubmits:
+                        first, last = chunk[0][0], chunk[-1][0]
+                        raise RuntimeError(
+                            f"a chunk of {len(chunk)} architectures ({first}..{last}) failed "
+                            f"{attempt + 1} times; the journal keeps every finished score: "
+                            f"{err}") from err
+                    chunks.appendleft((chunk, attempt + 1))
+                    continue
+                yield from results
+
+    def close(self) -> None:
+        if self._ray is not None and self._owns_ray:
+            self._ray.shutdown()
+        self._ray = None
+        self._owns_ray = False
+        self._remote = None
+
+
+def make_executor(kind: str = "local", *, workers: int = 1, threads: int | None = None,
+                  ray_address: str | None = None, chunk_size: int = 8,
+                  max_retries: int = 3) -> Executor:
+    """The executor the CLI's ``--executor``/``--workers`` flags name."""
+    if kind == "local":
+        if workers <= 1:
+            return InProcessExecutor()
+        return ProcessPoolExecutor(workers, threads=threads)
+    if kind == "ray":
+        return RayExecutor(ray_address, chunk_size=chunk_size, max_retries=max_retries)
+    raise ValueError(f"executor must be 'local' or 'ray', not {kind!r}")
