@@ -15,11 +15,13 @@ ENV_VAR = "ZCPROXY_DATA"
 
 def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Every folder that may hold the benchmark data, most specific first."""
+    # Absolute paths: error messages should name a findable place, and a relative path stored
+    # (or symlinked) elsewhere would silently point somewhere else.
     if data_dir is not None:
-        return [Path(data_dir).expanduser()]
+        return [Path(data_dir).expanduser().absolute()]
     found = []
     if os.environ.get(ENV_VAR):
-        found.append(Path(os.environ[ENV_VAR]).expanduser())
+        found.append(Path(os.environ[ENV_VAR]).expanduser().absolute())
     checkout = Path(__file__).resolve().parents[1]
     for base in (Path.cwd(), checkout):
         for candidate in (base / "data", base.parent / "shared" / "data"):
