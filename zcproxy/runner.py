@@ -11,8 +11,7 @@ import importlib
 import math
 import os
 import traceback
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import pandas as pd
@@ -199,10 +198,3 @@ def wide_scores(journal: pd.DataFrame, bench, dataset: str, proxies: Sequence[st
     out["errors"] = errors.reindex(order).fillna("").to_numpy()
     return out
 
-
-def job_dict(job: ScoringJob) -> dict:
-    return asdict(job)
-
-
-def journal_path(out_dir: str | os.PathLike) -> Path:
-    return Path(out_dir) / "journal.csv"
