@@ -1,7 +1,10 @@
 """An append-only score journal: the resumable record of a long scoring run.
 
-One CSV line per (architecture, proxy) as soon as it is computed, flushed to disk, so killing a
-run loses at most the line being written.  On reopening, a torn last line (the process died
+One CSV line per (architecture, proxy) as soon as it is computed, flushed to the operating
+system at once, so killing the run (Ctrl-C, SIGKILL, a crash) loses at most the line being
+written.  ``fsync`` (which guards against the machine itself going down) runs at most once per
+``sync_interval`` seconds and on close: per architecture it cost 7 ms of disk wait on a run that
+journals six architectures a second.  On reopening, a torn last line (the process died
 mid-write) is cut off and reported; every complete line is kept, and ``done`` tells the runner
 what not to recompute.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -19,8 +23,10 @@ COLUMNS = ["index", "proxy", "score", "seconds", "error"]
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, sync_interval: float = 1.0):
         self.path = Path(path)
+        self.sync_interval = sync_interval
+        self._synced = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
         self._fh = open(self.path, "a", newline="", encoding="utf-8")
@@ -57,10 +63,18 @@ class Journal:
         for index, proxy, score, seconds, error in rows:
             self._writer.writerow([index, proxy, _fmt(score), f"{seconds:.6f}", error])
         self._fh.flush()
+        if time.monotonic() - self._synced >= self.sync_interval:
+            self._sync()
+
+    def _sync(self) -> None:
         os.fsync(self._fh.fileno())
+        self._synced = time.monotonic()
 
     def close(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.flush()
+            self._sync()
+            self._fh.close()
 
     def __enter__(self) -> "Journal":
         return self

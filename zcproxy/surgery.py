@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -63,7 +64,7 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
         replace_modules(clone, lambda m: (nn.Identity() if recipe.suppress_norm and is_norm(m)
                                           else nn.ReLU() if recipe.relu and is_activation(m)
                                           else None))
-    if device is not None:
+    if device is not None and _needs_move(clone, torch.device(device)):
         clone.to(device)
     if recipe.reinit_seed is not None:
         reinitialise(clone, recipe.reinit_seed)
@@ -76,6 +77,12 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
     for p in clone.parameters():
         p.grad = None
     return clone
+
+
+def _needs_move(model: nn.Module, device: torch.device) -> bool:
+    # .to() walks every module even when nothing moves: 0.7 ms of a 126-module NATS network.
+    return any(t.device != device
+               for t in itertools.chain(model.parameters(), model.buffers()))
 
 
 def clone_module(model: nn.Module) -> nn.Module:

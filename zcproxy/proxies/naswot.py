@@ -41,7 +41,7 @@ def packed_agreement_kernel(packed: list[np.ndarray], units: int) -> np.ndarray:
     bits = np.ascontiguousarray(np.concatenate(words, axis=1))
     hamming = np.zeros((rows, rows), dtype=np.int64)
     for i in range(rows - 1):
-        d = np.bitwise_count(bits[i] ^ bits[i + 1:]).sum(axis=1, dtype=np.int64)
+        d = np.bitwise_count(bits[i] ^ bits[i + 1:]).sum(axis=1, dtype=np.uint32)  # D < 2³²
         hamming[i, i + 1:] = d
         hamming[i + 1:, i] = d
     return (units - hamming).astype(np.float64)
