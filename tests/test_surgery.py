@@ -73,3 +73,26 @@ def test_replace_modules_counts():
     model = nn.Sequential(nn.ReLU(), nn.Sequential(nn.ReLU(), nn.Linear(2, 2)))
     assert replace_modules(model, lambda m: nn.Tanh() if isinstance(m, nn.ReLU) else None) == 2
     assert not activation_modules(model)
+
+
+def test_inplace_relu_after_a_suppressed_norm_does_not_overwrite_a_residual():
+    """With the norm an Identity, an in-place ReLU would clobber the tensor the skip adds."""
+
+    class Residual(nn.Module):
+        def __init__(self, inplace):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(4)
+            self.act = nn.ReLU(inplace=inplace)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(self.act(self.norm(x)))
+
+    torch.manual_seed(0)
+    plain, inplace = Residual(False), Residual(True)
+    inplace.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 4)
+    recipe = Recipe(suppress_norm=True, relu=True)
+    assert torch.equal(prepare(inplace, recipe)(x), prepare(plain, recipe)(x))
+    kept = prepare(plain, recipe).act
+    assert type(kept) is nn.ReLU and not kept.inplace

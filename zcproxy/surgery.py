@@ -62,7 +62,7 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
     clone = clone_module(model)
     if recipe.suppress_norm or recipe.relu:
         replace_modules(clone, lambda m: (nn.Identity() if recipe.suppress_norm and is_norm(m)
-                                          else nn.ReLU() if recipe.relu and is_activation(m)
+                                          else nn.ReLU() if recipe.relu and _needs_relu(m)
                                           else None))
     if device is not None and _needs_move(clone, torch.device(device)):
         clone.to(device)
@@ -83,6 +83,13 @@ def _needs_move(model: nn.Module, device: torch.device) -> bool:
     # .to() walks every module even when nothing moves: 0.7 ms of a 126-module NATS network.
     return any(t.device != device
                for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _needs_relu(module: nn.Module) -> bool:
+    # A plain nn.ReLU is kept (re-creating the ~50 of a NATS network cost 1 ms per copy); an
+    # in-place one is replaced, because once a norm before it is an Identity it would overwrite
+    # the norm's input, which the network may still read (a residual branch).
+    return is_activation(module) and not (type(module) is nn.ReLU and not module.inplace)
 
 
 def clone_module(model: nn.Module) -> nn.Module:
@@ -170,7 +177,7 @@ def reinitialise(model: nn.Module, seed: int) -> None:
         torch.manual_seed(seed)
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None)
-            if callable(reset) and any(True for _ in module.parameters(recurse=False)):
+            if callable(reset) and any(p is not None for p in module._parameters.values()):
                 reset()
 
 
