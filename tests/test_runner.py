@@ -197,6 +197,33 @@ def _correlate(out: Path, *extra: str) -> int:
                            "--no-progress", "--out", str(out), *extra])
 
 
+def test_ctrl_c_in_correlate_keeps_the_finished_scores_and_says_how_to_continue(
+        tmp_path, capsys):
+    from zcproxy.registry import register_proxy
+    seen, stop_after = [], [2]
+
+    @register_proxy("zc_test_ctrl_c", needs_forward=False, replace=True, description="test")
+    def ctrl_c(ctx):
+        if len(seen) == stop_after[0]:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the third
+        seen.append(1)
+        return 1.0
+
+    def run():
+        return correlate.main(["--bench", "nats-tss", "--sample", "6", "--proxies",
+                               "zc_test_ctrl_c", "--no-baselines", "--bootstrap", "0",
+                               "--no-progress", "--out", str(tmp_path)])
+    try:
+        assert run() == 130
+        assert "run the same command again to continue" in capsys.readouterr().err
+        assert len(pd.read_csv(tmp_path / "journal.csv")) == 2
+        stop_after[0] = None
+        assert run() == 0
+        assert len(pd.read_csv(tmp_path / "journal.csv")) == 6 and len(seen) == 6
+    finally:
+        unregister_proxy("zc_test_ctrl_c")
+
+
 def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     assert _correlate(tmp_path / "whole") == 0
     shards = tmp_path / "shards"

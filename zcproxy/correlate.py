@@ -127,9 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = shard_journal(out, shard, count)
         executor = make_executor(args.executor, workers=args.workers, threads=threads,
                                  ray_address=args.ray_address, chunk_size=args.chunk_size)
-        with executor:
-            journal = run_scoring(job, indices, path, progress=not args.no_progress,
-                                  executor=executor)
+        try:
+            with executor:
+                journal = run_scoring(job, indices, path, progress=not args.no_progress,
+                                      executor=executor)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: every finished architecture is in {path}; run the same "
+                  "command again to continue from there", file=sys.stderr)
+            return 130
         if args.shard:
             done = journal.drop_duplicates("index")
             print(f"shard {args.shard}: {len(done)} of {len(indices)} architectures in {path}; "
