@@ -260,6 +260,15 @@ def test_shard_argument_is_checked():
     assert correlate.shard_indices(list(range(7)), 1, 3) == [1, 4]
 
 
+def test_workers_are_pinned_only_when_the_pool_fills_the_cores(monkeypatch):
+    from zcproxy import executors
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {4, 1, 7, 2}, raising=False)
+    assert executors.core_groups(4, 1) == [[1], [2], [4], [7]]
+    assert executors.core_groups(2, 2) == [[1, 2], [4, 7]]
+    assert executors.core_groups(2, 1) is None  # leaves cores free: not pinned
+    assert executors.core_groups(8, 1) is None  # oversubscribed: not pinned
+
+
 def test_make_executor_picks_the_executor_the_flags_name():
     assert isinstance(make_executor("local", workers=1), InProcessExecutor)
     assert isinstance(make_executor("local", workers=3), ProcessPoolExecutor)

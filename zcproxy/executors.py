@@ -97,12 +97,13 @@ def settle_scoring_process() -> None:
 
 
 def core_groups(workers: int, threads: int) -> list[list[int]] | None:
-    """Disjoint sets of ``threads`` cores, one per worker, when the pool fits in the cores this
-    process may use (None otherwise, or where affinity cannot be set)."""
+    """Disjoint sets of ``threads`` cores, one per worker, when the pool uses exactly the cores
+    this process may use; None otherwise.  A pool that leaves cores free is not pinned: two
+    such runs side by side would both be bound to the first cores."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     cores = sorted(os.sched_getaffinity(0))
-    if workers * threads > len(cores):
+    if workers * threads != len(cores):
         return None
     return [cores[i * threads:(i + 1) * threads] for i in range(workers)]
 
@@ -143,7 +144,7 @@ class ProcessPoolExecutor(Executor):
 
     Spawned rather than forked, so it works with CUDA and with torch's thread pools.  Each
     process gets ``threads`` torch threads (default: the job's, else cores // workers, so that
-    the pool never oversubscribes the machine); with ``pin`` and a pool that fits in the
+    the pool never oversubscribes the machine); with ``pin`` and a pool that fills the
     cores, each process is bound to its own cores, so the OS does not move a worker away from
     its warm caches (+1.5 % on 2 cores).  If a process dies (killed, out of memory, a
     crash in native code) the pool is rebuilt and the architectures it had in flight are
