@@ -1,9 +1,13 @@
 """The one place where models are transformed for proxies."""
+import copy
+
+import pytest
 import torch
 from torch import nn
 
-from zcproxy.surgery import (Recipe, activation_modules, capture_activations, prepare,
-                             replace_modules)
+from zcproxy.nasbench import get_benchmark
+from zcproxy.surgery import (Recipe, activation_modules, capture_activations, is_activation,
+                             is_norm, prepare, replace_modules)
 
 
 class Block(nn.Module):
@@ -96,3 +100,57 @@ def test_inplace_relu_after_a_suppressed_norm_does_not_overwrite_a_residual():
     assert torch.equal(prepare(inplace, recipe)(x), prepare(plain, recipe)(x))
     kept = prepare(plain, recipe).act
     assert type(kept) is nn.ReLU and not kept.inplace
+
+
+def _prepare_step_by_step(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """What prepare must equal: deepcopy, then each step of the recipe on its own."""
+    clone = copy.deepcopy(model)
+    replace_modules(clone, lambda m: (nn.Identity() if recipe.suppress_norm and is_norm(m)
+                                      else nn.ReLU() if recipe.relu and is_activation(m)
+                                      else None))
+    if recipe.absolute:
+        with torch.no_grad():
+            for p in clone.parameters():
+                p.abs_()
+    if recipe.dtype is not None:
+        clone.to(recipe.dtype)
+    if recipe.train is not None:
+        clone.train(recipe.train)
+    return clone
+
+
+RECIPES = [Recipe(), Recipe(relu=True, train=True),
+           Recipe(suppress_norm=True, absolute=True, dtype=torch.float64, train=False),
+           Recipe(suppress_norm=True, relu=True, dtype=torch.float64, train=False),
+           Recipe(absolute=True, dtype=torch.float16)]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=str)
+@pytest.mark.parametrize("bench", ["nats-sss", "nats-tss", "block"])
+def test_prepare_equals_the_step_by_step_recipe(bench, recipe):
+    """prepare copies and transforms in one walk; it must give what the steps give."""
+    torch.manual_seed(0)
+    model = Block() if bench == "block" else get_benchmark(bench).build(321)
+    with torch.no_grad():
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.uniform_(-1, 1)  # running stats that differ from the defaults
+    fast, slow = prepare(model, recipe), _prepare_step_by_step(model, recipe)
+    assert [(n, type(m), m.training) for n, m in fast.named_modules()] == \
+           [(n, type(m), m.training) for n, m in slow.named_modules()]
+    fast_state, slow_state = fast.state_dict(), slow.state_dict()
+    assert list(fast_state) == list(slow_state)
+    for key, value in fast_state.items():
+        assert value.dtype == slow_state[key].dtype and torch.equal(value, slow_state[key]), key
+    assert [(type(p), p.requires_grad) for p in fast.parameters()] == \
+           [(type(p), p.requires_grad) for p in slow.parameters()]
+    original = dict(model.named_parameters())
+    assert all(p.data_ptr() != original[n].data_ptr() for n, p in fast.named_parameters())
+
+
+def test_prepare_keeps_tied_weights_tied():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    model[2].weight = model[0].weight
+    out = prepare(model, Recipe(absolute=True, dtype=torch.float64))
+    assert out[2].weight is out[0].weight and out[0].weight.dtype == torch.float64
+    assert (out[0].weight >= 0).all() and not (model[0].weight >= 0).all()

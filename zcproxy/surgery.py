@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,24 +60,83 @@ class Recipe:
 
 def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None = None) -> nn.Module:
     """A transformed deep copy of ``model``; ``model`` itself is never modified."""
-    clone = clone_module(model)
-    if recipe.suppress_norm or recipe.relu:
-        replace_modules(clone, lambda m: (nn.Identity() if recipe.suppress_norm and is_norm(m)
-                                          else nn.ReLU() if recipe.relu and _needs_relu(m)
-                                          else None))
-    if device is not None and _needs_move(clone, torch.device(device)):
-        clone.to(device)
-    if recipe.reinit_seed is not None:
-        reinitialise(clone, recipe.reinit_seed)
-    if recipe.absolute:
-        absolute_(clone)
-    if recipe.dtype is not None:
-        clone.to(recipe.dtype)
+    target = None if device is None else torch.device(device)
+    if recipe.reinit_seed is None and _fusable(model):
+        # One walk: norms and activations are replaced instead of copied, every tensor is
+        # copied straight to its final device, dtype and sign.  Same values as the step-by-step
+        # path below (casts and abs are exact and commute), at half the cost for a NATS network.
+        clone = _clone(model, {}, _Surgery(recipe, target))
+    else:
+        clone = clone_module(model)
+        if recipe.suppress_norm or recipe.relu:
+            replace_modules(clone, _Surgery(recipe, target).replacement)
+        if target is not None and _needs_move(clone, target):
+            clone.to(target)
+        if recipe.reinit_seed is not None:
+            reinitialise(clone, recipe.reinit_seed)
+        if recipe.absolute:
+            absolute_(clone)
+        if recipe.dtype is not None:
+            clone.to(recipe.dtype)
     if recipe.train is not None:
         clone.train(recipe.train)
     for p in clone.parameters():
         p.grad = None
     return clone
+
+
+@dataclass(frozen=True)
+class _Surgery:
+    """A recipe's structural and per-tensor parts, applied while cloning."""
+
+    recipe: Recipe
+    device: torch.device | None
+
+    def replacement(self, module: nn.Module) -> nn.Module | None:
+        if self.recipe.suppress_norm and is_norm(module):
+            return nn.Identity()
+        if self.recipe.relu and _needs_relu(module):
+            return nn.ReLU()
+        return None
+
+    def copy(self, t: torch.Tensor | None, memo: dict, is_parameter: bool
+             ) -> torch.Tensor | None:
+        """What .to(device), absolute_ (parameters only) and .to(dtype) (floating point
+        only) would make of the deep copy of ``t``, as one copy."""
+        if t is None:
+            return None
+        if id(t) in memo:  # an attribute aliasing a parameter stays an alias, as in deepcopy
+            return memo[id(t)]
+        dtype = self.recipe.dtype if self.recipe.dtype is not None and t.is_floating_point() \
+            else t.dtype
+        out = t.detach().to(device=self.device or t.device, dtype=dtype, copy=True)
+        if is_parameter:
+            if self.recipe.absolute:
+                out.abs_()
+            out = nn.Parameter(out, requires_grad=t.requires_grad)
+        memo[id(t)] = out
+        return out
+
+
+def _fusable(model: nn.Module) -> bool:
+    """Can :func:`prepare` copy and transform in one walk?  Only for standard modules and
+    tensors, none sharing storage with another (deepcopy would keep such sharing)."""
+    storages: set[int] = set()
+    for m in model.modules():
+        if not _is_plain_module(type(m)) or type(m)._apply is not nn.Module._apply:
+            return False
+        for kind, tensors in ((nn.Parameter, m._parameters), (torch.Tensor, m._buffers)):
+            for t in tensors.values():
+                if t is None:
+                    continue
+                if type(t) is not kind or t.__dict__ or t.is_complex() or (
+                        kind is torch.Tensor and (t.requires_grad or t.grad is not None)):
+                    return False
+                key = t.untyped_storage().data_ptr()
+                if key in storages and t.numel():
+                    return False  # the same tensor twice is also refused: rare, and safe
+                storages.add(key)
+    return True
 
 
 def _needs_move(model: nn.Module, device: torch.device) -> bool:
@@ -104,13 +164,14 @@ def clone_module(model: nn.Module) -> nn.Module:
     or ``__getstate__``) goes through ``copy.deepcopy`` itself.  Shared submodules and tensors
     stay shared in the copy, as with deepcopy.
     """
-    return _clone(model, {})
+    return _clone(model, {}, None)
 
 
 _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes, type})
 _PLAIN_DICTS = (dict, OrderedDict)
 
 
+@functools.lru_cache(maxsize=None)
 def _is_plain_module(cls: type) -> bool:
     return (getattr(cls, "__deepcopy__", None) is None
             and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
@@ -118,7 +179,7 @@ def _is_plain_module(cls: type) -> bool:
             and not hasattr(cls, "__getnewargs_ex__") and not hasattr(cls, "__getnewargs__"))
 
 
-def _clone(module: nn.Module, memo: dict) -> nn.Module:
+def _clone(module: nn.Module, memo: dict, surgery: _Surgery | None) -> nn.Module:
     if id(module) in memo:
         return memo[id(module)]
     cls = type(module)
@@ -135,7 +196,10 @@ def _clone(module: nn.Module, memo: dict) -> nn.Module:
             state[key] = value
         elif kind in _PLAIN_DICTS and id(value) not in memo:
             if key == "_modules":
-                copied = kind((k, None if m is None else _clone(m, memo)) for k, m in value.items())
+                copied = kind((k, _clone_child(m, memo, surgery)) for k, m in value.items())
+            elif surgery is not None and key in ("_parameters", "_buffers"):
+                copied = kind((k, surgery.copy(t, memo, key == "_parameters"))
+                              for k, t in value.items())
             elif value:
                 copied = kind((k, copy.deepcopy(v, memo)) for k, v in value.items())
             else:
@@ -148,6 +212,17 @@ def _clone(module: nn.Module, memo: dict) -> nn.Module:
             state[key] = copy.deepcopy(value, memo)
     new.__setstate__(state)
     return new
+
+
+def _clone_child(child: nn.Module | None, memo: dict, surgery: _Surgery | None
+                 ) -> nn.Module | None:
+    if child is None:
+        return None
+    if surgery is not None and id(child) not in memo:
+        new = surgery.replacement(child)
+        if new is not None:
+            return new  # replace_modules gives each occurrence of a shared module its own
+    return _clone(child, memo, surgery)
 
 
 def replace_modules(model: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> int:
