@@ -224,6 +224,33 @@ def test_ctrl_c_in_correlate_keeps_the_finished_scores_and_says_how_to_continue(
         unregister_proxy("zc_test_ctrl_c")
 
 
+def test_sigterm_in_correlate_stops_like_ctrl_c(tmp_path, capsys):
+    """A scheduler's SIGTERM: finished scores stay, the note says how to continue, exit 143."""
+    import os
+    import signal
+
+    from zcproxy.registry import register_proxy
+    seen = []
+
+    @register_proxy("zc_test_sigterm", needs_forward=False, replace=True, description="test")
+    def sigterm(ctx):
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to this (main) thread
+        seen.append(1)
+        return 1.0
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert correlate.main(["--bench", "nats-tss", "--sample", "6", "--proxies",
+                               "zc_test_sigterm", "--no-baselines", "--bootstrap", "0",
+                               "--no-progress", "--out", str(tmp_path)]) == 143
+        assert "run the same command again to continue" in capsys.readouterr().err
+        assert len(pd.read_csv(tmp_path / "journal.csv")) == 2
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        unregister_proxy("zc_test_sigterm")
+
+
 def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     assert _correlate(tmp_path / "whole") == 0
     shards = tmp_path / "shards"

@@ -14,9 +14,12 @@ combines them, checks that nothing is missing and writes the tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -93,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's stop request), handled like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM stops the run the way Ctrl-C does: the worker pool is shut
+    down and the user is told how to continue, instead of the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum, _frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_proxies:
@@ -128,13 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor = make_executor(args.executor, workers=args.workers, threads=threads,
                                  ray_address=args.ray_address, chunk_size=args.chunk_size)
         try:
-            with executor:
+            with executor, sigterm_as_interrupt():
                 journal = run_scoring(job, indices, path, progress=not args.no_progress,
                                       executor=executor)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             print(f"\ninterrupted: every finished architecture is in {path}; run the same "
                   "command again to continue from there", file=sys.stderr)
-            return 130
+            return 143 if isinstance(stop, Terminated) else 130
         if args.shard:
             done = journal.drop_duplicates("index")
             print(f"shard {args.shard}: {len(done)} of {len(indices)} architectures in {path}; "

@@ -171,7 +171,7 @@ _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes, type})
 _PLAIN_DICTS = (dict, OrderedDict)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1024)
 def _is_plain_module(cls: type) -> bool:
     return (getattr(cls, "__deepcopy__", None) is None
             and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
