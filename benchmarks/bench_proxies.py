@@ -232,20 +232,15 @@ def naswot_forward_seconds(bench_name: str, indices: Sequence[int], seed: int) -
     exact NASWOT can reach on this machine, whatever its overhead."""
     import torch
 
-    from zcproxy.data import cifar10_batch
-    from zcproxy.nasbench import get_benchmark
-    from zcproxy.runner import ScoringJob
+    sys.path.insert(0, str(HERE))
+    from reference import ReferenceScorer  # the same seeded build and batch as the baseline
     from zcproxy.surgery import Recipe, prepare
     torch.set_num_threads(1)
-    bench = get_benchmark(bench_name)
-    bench.table("cifar10")
-    job = ScoringJob(bench=bench_name, proxies=(), seed=seed)
-    x, _ = cifar10_batch(job.batch_size, seed=seed)
+    scorer = ReferenceScorer(bench_name, seed=seed)
+    x = scorer.batch()
     out = []
     for index in indices:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(job.arch_seed(index))
-            net = prepare(bench.build(index), Recipe(relu=True, train=True))
+        net = prepare(scorer.build(index), Recipe(relu=True, train=True))
         with torch.inference_mode():
             net(x)
             start = time.perf_counter()

@@ -78,10 +78,10 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
             absolute_(clone)
         if recipe.dtype is not None:
             clone.to(recipe.dtype)
+        for p in clone.parameters():  # the one-walk copy makes fresh parameters, without grads
+            p.grad = None
     if recipe.train is not None:
         clone.train(recipe.train)
-    for p in clone.parameters():
-        p.grad = None
     return clone
 
 
