@@ -57,6 +57,43 @@ def test_entropic_normalisation_readings_differ_by_hand():
     assert across == pytest.approx(2 * entropy(1 / 3) / 8, rel=1e-6)
 
 
+def test_entropic_signed_reading_by_hand():
+    """conv(w=-2) -> ReLU -> conv(w=-3) -> ReLU on X' = [0.5, 0.25, -0.1, -0.4].
+
+    |weights| (default): 2·X' -> ReLU [1, .5, 0, 0] -> a = [1, .5, 0, 0]; the second layer is 3×
+        it: 2·(e(1) + e(.5))/4.
+    signed (``entropic_signed``): -2·X' -> ReLU [0, 0, .2, .8] -> a = [0, 0, .25, 1]:
+        (e(.25) + e(1))/4; the second conv maps it to ≤ 0, ReLU gives 0: entropy 0.
+    """
+    x = torch.tensor([0.5, 0.25, -0.1, -0.4]).view(1, 1, 2, 2)
+    model = nn.Sequential(conv1x1(-2.0), nn.ReLU(), conv1x1(-3.0), nn.ReLU())
+    kw = dict(inputs=x, use_inputs=True, reinit=False)
+    assert zcproxy.score(model, "entropic", **kw) == pytest.approx(
+        2 * (entropy(1.0) + entropy(0.5)) / 4, rel=1e-6)
+    signed = zcproxy.score(model, "entropic_signed", **kw)
+    assert signed == pytest.approx((entropy(0.25) + entropy(1.0)) / 4, rel=1e-6)
+    assert signed == zcproxy.score(model, "entropic", abs_weights=False, **kw)
+    shape = dict(input_shape=(1, 8, 8))
+    assert zcproxy.explain(model, "entropic_signed", **shape)["entropy"].sum() == pytest.approx(
+        zcproxy.score(model, "entropic_signed", **shape), rel=1e-9)
+
+
+def test_an_undefined_score_carries_its_reason():
+    @zcproxy.register_proxy("zc_test_undefined", replace=True)
+    def undefined(ctx):
+        raise zcproxy.ProxyUndefined("the kernel is singular", value=float("-inf"))
+    try:
+        model = nn.Sequential(conv1x1(1.0), nn.ReLU())
+        with pytest.raises(zcproxy.NonFiniteScoreError, match="kernel is singular"):
+            zcproxy.score(model, "zc_test_undefined")
+        assert zcproxy.score(model, "zc_test_undefined", nonfinite="keep") == float("-inf")
+        with pytest.warns(RuntimeWarning, match="kernel is singular"):
+            assert math.isnan(zcproxy.score(model, "zc_test_undefined", nonfinite="nan"))
+    finally:
+        from zcproxy.registry import unregister_proxy
+        unregister_proxy("zc_test_undefined")
+
+
 def test_entropic_layer_mean_and_explain_add_up():
     model = nn.Sequential(conv1x1(-2.0), nn.ReLU(), conv1x1(3.0), nn.ReLU(), conv1x1(1.0), nn.ReLU())
     shape = dict(input_shape=(1, 8, 8))

@@ -13,12 +13,12 @@ from .api import NonFiniteScoreError, score, score_many
 from .context import ProxyContext, ProxyInputError
 from .explain import explain
 from .nasbench.base import last_of_tuple, logits_only
-from .registry import Proxy, UnknownProxyError, available_proxies, get_proxy, proxy_info, register_proxy
+from .registry import Proxy, ProxyUndefined, UnknownProxyError, available_proxies, get_proxy, proxy_info, register_proxy
 from .surgery import NoActivationsError, Recipe
 
 __all__ = [
     "data", "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
     "explain", "Proxy", "ProxyContext", "Recipe", "last_of_tuple", "logits_only",
-    "NonFiniteScoreError", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
+    "NonFiniteScoreError", "ProxyUndefined", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
 ]
 __version__ = "0.1.0"

@@ -4,14 +4,14 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Iterable, Iterator, Literal, Mapping
+from typing import Iterable, Iterator, Literal, Mapping, NamedTuple
 
 import torch
 from torch import nn
 
 from .context import ProxyContext
 from .nasbench.base import OutputSelector, logits_only
-from .registry import Proxy, get_proxy
+from .registry import Proxy, ProxyUndefined, get_proxy
 
 NonFinite = Literal["raise", "nan", "keep"]
 
@@ -54,17 +54,31 @@ def score_many(model: nn.Module, proxies: Iterable[str] | Mapping[str, Mapping[s
     ctx = ProxyContext(model=model, device=_resolve_device(model, device),
                        output=output or logits_only, inputs=inputs, targets=targets,
                        input_shape=tuple(input_shape), seed=seed)
-    return {name: value for name, value, _ in score_timed(ctx, resolved, nonfinite)}
+    return {r.name: r.value for r in score_timed(ctx, resolved, nonfinite)}
+
+
+class ScoreResult(NamedTuple):
+    """One proxy's score on one model, how long it took, and why it is undefined (if it is)."""
+
+    name: str
+    value: float
+    seconds: float
+    reason: str = ""
 
 
 def score_timed(ctx: ProxyContext, proxies: list[tuple[Proxy, dict]], nonfinite: NonFinite
-                ) -> Iterator[tuple[str, float, float]]:
-    """(name, score, seconds) for each proxy on one shared context.  Work shared between
-    proxies (a prepared copy, Synflow's backward) is charged to the first proxy that needs it."""
+                ) -> Iterator[ScoreResult]:
+    """A :class:`ScoreResult` for each proxy on one shared context.  Work shared between
+    proxies (a prepared copy, Synflow's backward) is charged to the first proxy that needs it.
+    A proxy raising :class:`~zcproxy.registry.ProxyUndefined` gives its NaN/-inf and reason."""
     for proxy, opts in proxies:
         start = time.perf_counter()
-        value = float(proxy.fn(ctx, **opts))
-        yield proxy.name, _check_finite(proxy, value, nonfinite), time.perf_counter() - start
+        try:
+            value, reason = float(proxy.fn(ctx, **opts)), ""
+        except ProxyUndefined as undefined:
+            value, reason = undefined.value, undefined.reason
+        value = _check_finite(proxy, value, nonfinite, reason)
+        yield ScoreResult(proxy.name, value, time.perf_counter() - start, reason)
 
 
 def resolve_proxies(proxies: Iterable[str] | Mapping[str, Mapping[str, object]]
@@ -85,10 +99,12 @@ def _check_options(proxy: Proxy, opts: dict) -> None:
                         f"it accepts {sorted(accepted) or 'none'}")
 
 
-def _check_finite(proxy: Proxy, value: float, nonfinite: NonFinite) -> float:
+def _check_finite(proxy: Proxy, value: float, nonfinite: NonFinite, reason: str = "") -> float:
     if math.isfinite(value) or nonfinite == "keep":
         return value
     message = f"proxy {proxy.name!r} produced a non-finite score ({value})"
+    if reason:
+        message = f"proxy {proxy.name!r} is undefined on this model ({value}): {reason}"
     if nonfinite == "raise":
         raise NonFiniteScoreError(message + "; pass nonfinite='nan' to record it as NaN")
     warnings.warn(message + "; recorded as NaN", RuntimeWarning, stacklevel=3)

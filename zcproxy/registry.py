@@ -40,6 +40,22 @@ class Proxy:
 _REGISTRY: dict[str, Proxy] = {}
 
 
+class ProxyUndefined(ArithmeticError):
+    """Raised by a proxy whose score is undefined on this network, with the reason.
+
+    Examples: a kernel that cannot be inverted because the output does not depend on the input
+    (NAS-Bench-201 cells with no path from input to output), a log of zero, a variance of zero.
+    The scorer turns it into ``value`` (NaN by default, or -inf where the limit is meaningful)
+    and keeps ``reason`` beside it, so a batch run records *why* instead of a traceback, and one
+    proxy's undefined score never stops the others.
+    """
+
+    def __init__(self, reason: str, value: float = float("nan")):
+        super().__init__(reason)
+        self.reason = reason
+        self.value = float(value)
+
+
 class UnknownProxyError(KeyError):
     """A proxy name that is not registered; the message lists the registered ones."""
 

@@ -93,8 +93,9 @@ class Worker:
                                # ≈0 to -0.41 (float64 draws) or +0.11 (float32 draws).
                                seed=self.job.arch_seed(index))
             todo = [(p, o) for p, o in self.proxies if p.name in wanted]
-            for name, value, seconds in score_timed(ctx, todo, nonfinite="keep"):
-                error = "" if math.isfinite(value) else f"non-finite score {value}"
+            for name, value, seconds, reason in score_timed(ctx, todo, nonfinite="keep"):
+                error = "" if math.isfinite(value) else (
+                    f"undefined ({value}): {reason}" if reason else f"non-finite score {value}")
                 rows.append((index, name, value, seconds, error))
         except Exception as err:  # recorded per architecture, never swallowed silently
             done = {r[1] for r in rows}

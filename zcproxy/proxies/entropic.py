@@ -73,9 +73,12 @@ def layer_entropy(t: torch.Tensor, normalization: Normalization = "channel",
 def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                     normalization: Normalization = "channel", eps: float = 1e-8,
                     low: float = -0.5, high: float = 0.5, reinit: bool = True,
-                    use_inputs: bool = False, dtype: torch.dtype = torch.float64
-                    ) -> list[list[tuple[str, float]]]:
+                    use_inputs: bool = False, dtype: torch.dtype = torch.float64,
+                    abs_weights: bool = True) -> list[list[tuple[str, float]]]:
     """Per repeat, the (activation-module name, layer entropy) of every activation call.
+
+    ``abs_weights=False`` keeps the signed re-initialised weights (the ``entropic_signed``
+    reading) instead of taking |weights| after each re-initialisation.
 
     ``reinit=False`` keeps the model's own weights (then repeats differ only by input);
     ``use_inputs=True`` feeds the caller's ``inputs`` instead of noise (same in every repeat).
@@ -91,7 +94,7 @@ def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
         seed = ctx.seed + r
         if reinit:
             reinitialise(net, seed)
-        if reinit or r == 0:
+        if abs_weights and (reinit or r == 0):
             absolute_(net)
         if use_inputs:
             x = ctx.data()[0].to(dtype)
@@ -113,12 +116,14 @@ def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                    normalization: Normalization = "channel", eps: float = 1e-8,
                    reduce: Literal["sum", "mean"] = "sum", low: float = -0.5,
                    high: float = 0.5, reinit: bool = True, use_inputs: bool = False,
-                   dtype: torch.dtype = torch.float64) -> float:
-    """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?)."""
+                   dtype: torch.dtype = torch.float64, abs_weights: bool = True) -> float:
+    """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?);
+    ``abs_weights=False`` skips the |weights| step (see ``entropic_signed``)."""
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
     settings = dict(repeats=repeats, batch_size=batch_size, normalization=normalization,
-                    eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs, dtype=dtype)
+                    eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs, dtype=dtype,
+                    abs_weights=abs_weights)
     # The sum and the layer mean read the same layers: computed once per context.
     runs = ctx.memo(("entropic-layers", tuple(sorted(settings.items()))),
                     lambda: entropic_layers(ctx, **settings))
@@ -126,8 +131,14 @@ def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
     return sum(totals) / len(totals)
 
 
+# Named presets of the Entropic Score, so tables can show readings side by side; ``explain``
+# uses the same presets.
+VARIANTS: dict[str, dict[str, object]] = {"entropic": {}}
+
+
 def _register_variant(name: str, description: str, **fixed) -> None:
-    """A named preset of the Entropic Score, so tables can show readings side by side."""
+    VARIANTS[name] = dict(fixed)
+
     def variant(ctx: ProxyContext, **options) -> float:
         return entropic_score(ctx, **{**options, **fixed})
     register_proxy(name, higher_is_better=True, description=description)(variant)
@@ -137,3 +148,5 @@ _register_variant("entropic_across", "Entropic Score, the other reading: each po
                   "by its maximum across channels", normalization="across_channels")
 _register_variant("entropic_mean", "Entropic Score averaged over layers instead of summed "
                   "(the depth-free part of ES)", reduce="mean")
+_register_variant("entropic_signed", "Entropic Score with the signed re-initialised weights "
+                  "(no |weights| step; issue 17's reading)", abs_weights=False)
