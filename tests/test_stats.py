@@ -360,3 +360,17 @@ def test_to_markdown():
     assert lines[2] == "| synflow | 10 | 0.500 | a\\|b |"
     assert lines[3] == "| snip | 20 | nan | c |"
     assert len(lines) == 4
+
+
+def test_within_group_correlation_by_hand():
+    """Group a (3 rows): x ranks y perfectly, τ = 1, 3 pairs.  Group b (4 rows): one of its 6
+    pairs discordant, τ = (5 − 1)/6 = 2/3.  Group c (2 rows) is below min_size.  Pooled with
+    pair weights: (3·1 + 6·2/3)/9 = 7/9.  A pure depth count (x = group) gives NaN inside
+    every group."""
+    x = [1, 2, 3, 1, 2, 4, 3, 5, 9]
+    y = [1, 2, 3, 1, 2, 3, 4, 0, 1]
+    g = ["a", "a", "a", "b", "b", "b", "b", "c", "c"]
+    result = zs.within_group_correlation(x, y, g)
+    assert result.value == pytest.approx(7 / 9)
+    assert result.n == 7 and result.note == "2 groups"
+    assert math.isnan(zs.within_group_correlation([0, 0, 0, 1, 1, 1, 1, 2, 2], y, g).value)

@@ -363,6 +363,39 @@ def partial_rank_correlation(x: object, y: object, controls: object,
     return StatResult(_pearson(*residuals), n, dropped)
 
 
+def within_group_correlation(x: object, y: object, groups: object, method: str = "kendall",
+                             min_size: int = 3) -> StatResult:
+    """Rank correlation of x and y *inside* groups of equal ``groups`` value, pooled.
+
+    Answers "does a proxy rank architectures of the same depth?": with ``groups`` the number of
+    activation layers, a proxy that is only a depth count scores 0 here however well it
+    correlates overall.  Each group with at least ``min_size`` finite pairs (and x, y not
+    constant in it) contributes its coefficient, weighted by its number of pairs
+    (m·(m−1)/2), the weight each group has in an overall Kendall τ.  ``n`` counts the pairs of
+    rows used, ``note`` how many groups.
+    """
+    if method not in _POINT:
+        raise ValueError(f"method must be one of {sorted(_POINT)}, got {method!r}")
+    xa, ya, ga = _as_1d(x, "x"), _as_1d(y, "y"), np.asarray(groups)
+    if not len(xa) == len(ya) == len(ga):
+        raise ValueError(f"x, y and groups differ in length: {len(xa)}, {len(ya)}, {len(ga)}")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    total = weight = 0.0
+    used = n_groups = 0
+    for g in pd.unique(ga[keep]):
+        mask = keep & (ga == g)
+        m = int(mask.sum())
+        if m < min_size:
+            continue
+        value = _POINT[method](xa[mask], ya[mask])
+        if not math.isfinite(value):
+            continue
+        w = m * (m - 1) / 2
+        total, weight, used, n_groups = total + w * value, weight + w, used + m, n_groups + 1
+    value = total / weight if weight else math.nan
+    return StatResult(value, used, int((~keep).sum()), note=f"{n_groups} groups")
+
+
 # --------------------------------------------------------------------------- tables
 
 def _column(df: pd.DataFrame, name: str) -> np.ndarray:
