@@ -26,7 +26,7 @@ X = torch.tensor([0.5, 0.25, -0.1, 0.0]).view(1, 1, 2, 2)
 
 
 def test_entropic_score_by_hand():
-    """conv(w=-2) -> ReLU -> conv(w=3) -> ReLU on X = [0.5, 0.25, -0.1, 0].
+    """conv(w=-2) -> ReLU -> conv(w=3) -> ReLU on X = [0.5, 0.25, -0.1, 0], |weights| reading.
 
     |w| makes the first ReLU output 2·[0.5, 0.25, 0, 0] = [1, 0.5, 0, 0]; each channel divided by
     its own maximum gives a = [1, 0.5, 0, 0]; entropies -a·log(a+ε) = [0, 0.34657, 0, 0];
@@ -35,7 +35,7 @@ def test_entropic_score_by_hand():
     """
     model = nn.Sequential(conv1x1(-2.0), nn.BatchNorm2d(1), nn.ReLU(), conv1x1(3.0), nn.GELU())
     expected = 2 * (entropy(1.0) + entropy(0.5)) / 4
-    got = zcproxy.score(model, "entropic", inputs=X, use_inputs=True, reinit=False)
+    got = zcproxy.score(model, "entropic_abs", inputs=X, use_inputs=True, reinit=False)
     assert got == pytest.approx(expected, rel=1e-6)
     assert expected == pytest.approx(0.173287, abs=1e-6)
 
@@ -60,19 +60,21 @@ def test_entropic_normalisation_readings_differ_by_hand():
 def test_entropic_signed_reading_by_hand():
     """conv(w=-2) -> ReLU -> conv(w=-3) -> ReLU on X' = [0.5, 0.25, -0.1, -0.4].
 
-    |weights| (default): 2·X' -> ReLU [1, .5, 0, 0] -> a = [1, .5, 0, 0]; the second layer is 3×
+    |weights| (``entropic_abs``): 2·X' -> ReLU [1, .5, 0, 0] -> a = [1, .5, 0, 0]; the second layer is 3×
         it: 2·(e(1) + e(.5))/4.
-    signed (``entropic_signed``): -2·X' -> ReLU [0, 0, .2, .8] -> a = [0, 0, .25, 1]:
+    signed (the default, ``entropic``): -2·X' -> ReLU [0, 0, .2, .8] -> a = [0, 0, .25, 1]:
         (e(.25) + e(1))/4; the second conv maps it to ≤ 0, ReLU gives 0: entropy 0.
     """
     x = torch.tensor([0.5, 0.25, -0.1, -0.4]).view(1, 1, 2, 2)
     model = nn.Sequential(conv1x1(-2.0), nn.ReLU(), conv1x1(-3.0), nn.ReLU())
     kw = dict(inputs=x, use_inputs=True, reinit=False)
-    assert zcproxy.score(model, "entropic", **kw) == pytest.approx(
+    assert zcproxy.score(model, "entropic_abs", **kw) == pytest.approx(
         2 * (entropy(1.0) + entropy(0.5)) / 4, rel=1e-6)
-    signed = zcproxy.score(model, "entropic_signed", **kw)
+    signed = zcproxy.score(model, "entropic", **kw)
     assert signed == pytest.approx((entropy(0.25) + entropy(1.0)) / 4, rel=1e-6)
-    assert signed == zcproxy.score(model, "entropic", abs_weights=False, **kw)
+    assert signed == zcproxy.score(model, "entropic_signed", **kw)
+    assert zcproxy.score(model, "entropic", abs_weights=True, **kw) == zcproxy.score(
+        model, "entropic_abs", **kw)
     shape = dict(input_shape=(1, 8, 8))
     assert zcproxy.explain(model, "entropic_signed", **shape)["entropy"].sum() == pytest.approx(
         zcproxy.score(model, "entropic_signed", **shape), rel=1e-9)
@@ -164,7 +166,7 @@ def flip_signs(model):
 
 
 @pytest.mark.parametrize("proxy,opts", [("logsynflow", {}), ("synflow", {}),
-                                        ("entropic", {"reinit": False})])
+                                        ("entropic_abs", {"reinit": False})])
 def test_sign_of_weights_does_not_matter_after_abs(proxy, opts):
     model = small_cnn()
     before = zcproxy.score(model, proxy, **opts)

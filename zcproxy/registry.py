@@ -28,6 +28,9 @@ class Proxy:
     needs_forward: bool = True
     # A trivial structural measure reported beside the proxies, as the bar they must clear.
     baseline: bool = False
+    # Bumped whenever the proxy's definition (its default reading) changes, so that a journal
+    # never mixes scores of two definitions under one name (runs record the versions they used).
+    version: str = "1"
 
     def accepted_options(self) -> set[str] | None:
         """Keyword options ``fn`` accepts beyond ``ctx``; None if it takes ``**kwargs``."""
@@ -65,7 +68,8 @@ class UnknownProxyError(KeyError):
 
 def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: bool = True,
                    description: str = "", needs_forward: bool = True,
-                   baseline: bool = False, replace: bool = False) -> Callable[[ProxyFn], ProxyFn]:
+                   baseline: bool = False, replace: bool = False,
+                   version: str = "1") -> Callable[[ProxyFn], ProxyFn]:
     """Decorator that registers ``fn(ctx, **options) -> float`` under ``name``.
 
     Registering a name twice is an error unless ``replace=True``, so that two plug-ins cannot
@@ -79,7 +83,7 @@ def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: boo
             raise ValueError(f"a proxy named {name!r} is already registered; pass replace=True")
         _REGISTRY[name] = Proxy(name, fn, needs_data, higher_is_better,
                                 description or (fn.__doc__ or "").strip().split("\n")[0],
-                                needs_forward, baseline)
+                                needs_forward, baseline, version)
         return fn
 
     return decorate
