@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 DATA   ?= ../shared/data
 BENCH  ?= nats-sss
 SAMPLE ?= 1000
+PROXIES ?= naswot,logsynflow,entropic
+WORKERS ?= 2
+RUN    ?= runs/reproduce-$(BENCH)-sample$(SAMPLE)
 
 .PHONY: test reproduce venv clean
 
@@ -21,9 +24,12 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed  ## run the test suite
 	ZCPROXY_DATA=$(DATA) $(PY) -m pytest -q
 
-reproduce: $(VENV)/.installed  ## Table 4: score a sample of BENCH and write results/correlate/BENCH
+# Scores afresh (never reusing a journal) into the scratch folder RUN, then compares every score
+# with the committed results/correlate/BENCH and prints the verdict (exit 1 if not reproduced).
+reproduce: $(VENV)/.installed  ## Table 4: score a sample of BENCH afresh into runs/, compare with results/
 	ZCPROXY_DATA=$(DATA) $(PY) -m zcproxy.correlate --bench $(BENCH) --sample $(SAMPLE) \
-		--out results/correlate/$(BENCH) --plot
+		--proxies $(PROXIES) --no-baselines --workers $(WORKERS) --fresh --plot --out $(RUN)
+	ZCPROXY_DATA=$(DATA) $(PY) -m zcproxy.verify $(RUN) results/correlate/$(BENCH) --proxies $(PROXIES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import zcproxy
+from nets import small_cnn
 from zcproxy.proxies.naswot import agreement_kernel
 
 
@@ -150,12 +151,6 @@ def test_naswot_duplicate_images_are_flagged():
         assert math.isnan(zcproxy.score(model, "naswot", inputs=x, nonfinite="nan"))
 
 
-def small_cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
 def flip_signs(model):
@@ -249,3 +244,173 @@ def test_packed_kernel_equals_the_float_kernel():
     packed = [np.packbits(c.numpy(), axis=1) for c in layers]
     fast = packed_agreement_kernel(packed, sum(c.shape[1] for c in layers))
     assert np.array_equal(fast, reference.numpy())
+
+
+# ---- the activation check: proxies must see every activation call (issue 18) ---------------------
+class FunctionalGelu(nn.Module):
+    """A CNN whose second activation is applied functionally (as in hand-written blocks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = small_cnn()
+
+    def forward(self, x):
+        b = self.body
+        h = b[2](b[1](b[0](x)))
+        h = torch.nn.functional.gelu(b[4](b[3](h)))
+        return b[8](b[7](b[6](h)))
+
+
+@pytest.mark.parametrize("proxy", ["entropic", "naswot"])
+def test_functional_activations_raise_instead_of_scoring_part_of_the_network(proxy):
+    """Before issue 18 the proxies silently scored the one activation they could hook."""
+    model = FunctionalGelu()
+    x = torch.randn(4, 3, 16, 16)
+    with pytest.raises(zcproxy.ActivationMismatchError, match=r"2 activation calls.*1 of them "
+                       r"functionally \(gelu at .*test_proxies.py:\d+ \(forward\)\).*saw 1"):
+        zcproxy.score(model, proxy, inputs=x)
+    with pytest.warns(RuntimeWarning, match="functionally"):
+        warned = zcproxy.score(model, proxy, inputs=x, activation_check="warn")
+    assert warned == zcproxy.score(model, proxy, inputs=x, activation_check="off")
+
+
+def test_a_lost_activation_is_reported_as_a_surgery_fault(monkeypatch):
+    """Simulates the issue-18 bug (a fused norm's activation dropped in surgery) on today's
+    surgery, so the check keeps catching any future loss."""
+    import zcproxy.surgery as surgery
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.GELU())
+    monkeypatch.setattr(surgery, "_needs_relu", lambda m: isinstance(m, nn.GELU))
+    monkeypatch.setattr(surgery.nn, "ReLU", lambda *a, **k: nn.Identity())
+    with pytest.raises(zcproxy.ActivationMismatchError, match="'entropic' saw 1 activation calls.*makes 2.*surgery"):
+        zcproxy.score(model, "entropic")
+
+
+def test_details_report_input_shape_and_activation_calls():
+    model = small_cnn()
+    d = zcproxy.score(model, "entropic", return_details=True)
+    assert isinstance(d, zcproxy.ScoreDetails) and d.value == zcproxy.score(model, "entropic")
+    assert (d.input_shape, d.activation_calls_seen, d.activation_calls_traced) == ((3, 32, 32), 2, 2)
+    assert d.input_shape_source.startswith("default") and d.reason == "" and d.seconds > 0
+    many = zcproxy.score_many(model, ["synflow", "n_params"], input_shape=(3, 8, 8),
+                              return_details=True)
+    assert many["synflow"].input_shape == (3, 8, 8) and many["synflow"].activation_calls_seen is None
+    assert many["synflow"].input_shape_source == "input_shape argument"
+
+
+def test_default_input_shape_comes_from_what_the_model_declares():
+    from zcproxy.context import resolve_input_shape
+    model = small_cnn()
+    model.pretrained_cfg = {"input_size": (3, 20, 20)}  # how timm models declare it
+    assert resolve_input_shape(model) == ((3, 20, 20), "model.pretrained_cfg['input_size']")
+    assert zcproxy.score(model, "entropic", return_details=True).input_shape == (3, 20, 20)
+    assert resolve_input_shape(model, (3, 8, 8))[0] == (3, 8, 8)
+    assert resolve_input_shape(model, inputs=torch.zeros(2, 3, 9, 9))[0] == (3, 9, 9)
+    torchvision = pytest.importorskip("torchvision")
+    weights = torchvision.models.ResNet18_Weights.DEFAULT  # no download: only its metadata
+    assert resolve_input_shape(small_cnn(), weights)[0] == (3, 224, 224)
+    vit = torchvision.models.VisionTransformer(image_size=48, patch_size=16, num_layers=1,
+                                               num_heads=1, hidden_dim=16, mlp_dim=16)
+    assert resolve_input_shape(vit) == ((3, 48, 48), "model.image_size")
+    assert explain_attrs(vit)["input_shape"] == (3, 48, 48)
+
+
+def explain_attrs(model):
+    return zcproxy.explain(model, "entropic", repeats=1).attrs
+
+
+# ---- the caller's model never changes (issue 13) -------------------------------------------------
+MUTATIONS = {
+    "values through .data": lambda m: m[0].weight.data.mul_(2),
+    "values through state_dict": lambda m: [t.abs_() for t in m.state_dict().values()
+                                            if t.is_floating_point()],
+    "a sign flip": lambda m: m[8].weight.data.neg_(),
+    "mode": lambda m: m.train(not m.training),
+    "requires_grad": lambda m: m[0].weight.requires_grad_(False),
+    "a gradient": lambda m: m(torch.randn(2, 3, 8, 8)).sum().backward(),
+    "a hook": lambda m: m[2].register_forward_hook(lambda *a: None),
+    "a module": lambda m: m.__setitem__(2, nn.GELU()),
+    "BN statistics": lambda m: m.train()(torch.randn(2, 3, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=str)
+def test_a_proxy_that_changes_the_callers_model_is_caught(mutation):
+    @zcproxy.register_proxy("zc_test_mutating", replace=True)
+    def mutating(ctx):
+        MUTATIONS[mutation](ctx.model)
+        return 1.0
+    try:
+        model = small_cnn().eval()
+        with pytest.raises(zcproxy.ModelMutatedError, match="'zc_test_mutating' changed"):
+            zcproxy.score_many(model, ["synflow", "zc_test_mutating"], input_shape=(3, 8, 8))
+    finally:
+        from zcproxy.registry import unregister_proxy
+        unregister_proxy("zc_test_mutating")
+
+
+def test_the_mutation_check_is_cheap_on_a_benchmark_network():
+    """A check (after every proxy) costs less than one batch-1 forward of the network it
+    guards: measured on a NATS-Bench-201 network, ~1 ms against ~5 ms on one idle core.  A
+    relative bound, because both slow down alike when the shared cores are busy."""
+    import time
+    from zcproxy.context import ModelFingerprint
+    from zcproxy.nasbench import get_benchmark
+    model = get_benchmark("nats-tss").build(8177).eval()
+    fingerprint = ModelFingerprint(model)
+    x = torch.randn(1, 3, 32, 32)
+
+    def best_of(fn, n=7):
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+    with torch.no_grad():
+        forward = best_of(lambda: model(x))
+    check = best_of(lambda: fingerprint.changes(model))
+    assert fingerprint.changes(model) == [] and check < forward, (check, forward)
+
+
+# ---- inputs and models zcproxy cannot score give one clear error (issue 13) ----------------------
+def test_integer_and_other_dtype_inputs_and_meta_models_give_one_clear_error():
+    model = small_cnn()
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    with pytest.raises(zcproxy.ProxyInputError, match=r"uint8.*inputs.float\(\).div\(255\)"):
+        zcproxy.score(model, "naswot", inputs=images)
+    with pytest.raises(zcproxy.ProxyInputError, match=r"float16 but the model's parameters are "
+                                                      r"torch.float32.*inputs.to\(torch.float32\)"):
+        zcproxy.score(model, "naswot", inputs=torch.randn(4, 3, 16, 16).half())
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+    for proxy in ("entropic", "n_params"):
+        with pytest.raises(zcproxy.ProxyInputError, match=r"meta device.*to_empty"):
+            zcproxy.score(meta, proxy)
+    with pytest.raises(zcproxy.ProxyInputError, match="meta device"):
+        zcproxy.explain(meta)
+
+
+
+def test_the_core_imports_nothing_from_the_benchmarks():
+    """Output selectors live in context.py; nasbench.base re-exports them."""
+    import subprocess
+    import sys
+    code = ("import sys, zcproxy, zcproxy.api, zcproxy.explain; zcproxy.available_proxies(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('zcproxy.nasbench', "
+            "'zcproxy.runner', 'zcproxy.search'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from zcproxy.nasbench import base
+    assert base.last_of_tuple is zcproxy.last_of_tuple and base.logits_only is zcproxy.logits_only
+
+
+def test_jacob_cov_is_undefined_where_the_output_ignores_the_input():
+    """torchvision's ViT starts with a zero classifier head (and a NAS-Bench-201 cell may have no
+    path from input to output): every input Jacobian is 0, their correlation 0/0.  This raised
+    torch.linalg.LinAlgError from the eigendecomposition of a NaN matrix."""
+    model = small_cnn()
+    with torch.no_grad():
+        model[8].weight.zero_()
+    x = torch.randn(4, 3, 8, 8)
+    d = zcproxy.score(model, "jacob_cov", inputs=x, nonfinite="keep", return_details=True)
+    assert math.isnan(d.value) and "Jacobian of 4 of 4 images is constant" in d.reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +20,9 @@ import torch
 from torch import nn
 
 from zcproxy import correlate
+from zcproxy.cli import UsageError
 from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor, make_executor
+from zcproxy.journal import read_journal
 from zcproxy.nasbench import get_benchmark
 from zcproxy.registry import available_proxies, unregister_proxy
 from zcproxy.runner import ScoringJob, run_scoring, wide_scores
@@ -36,8 +39,10 @@ from zcproxy.registry import register_proxy
 
 @register_proxy("zc_test_probe", needs_forward=False, replace=True,
                 description="sum of the initial weights; logs each finished call")
-def probe(ctx, log="", crash_marker="", interrupt_after=-1):
+def probe(ctx, log="", crash_marker=""):
     value = float(sum(float(p.detach().double().sum()) for p in ctx.model.parameters()))
+    # Not an option: options are part of a run's settings, and a resumed run must match them.
+    interrupt_after = int(os.environ.get("ZC_TEST_INTERRUPT_AFTER", "-1"))
     if interrupt_after >= 0 and os.path.exists(log):
         with open(log) as fh:
             if len(fh.read().split()) >= interrupt_after:
@@ -97,13 +102,20 @@ def probe_job(log: Path, **options) -> ScoringJob:
                       proxy_options={"zc_test_probe": {"log": str(log), **options}})
 
 
-def test_resume_after_interrupt_recomputes_nothing_and_loses_nothing(plugin, tss, tmp_path):
+def rows(journal: Path) -> pd.DataFrame:
+    return read_journal(journal)[1]
+
+
+def test_resume_after_interrupt_recomputes_nothing_and_loses_nothing(plugin, tss, tmp_path,
+                                                                     monkeypatch):
     _, indices = tss
     log, journal = tmp_path / "calls.txt", tmp_path / "journal.csv"
+    monkeypatch.setenv("ZC_TEST_INTERRUPT_AFTER", "3")
     with pytest.raises(KeyboardInterrupt):
-        run_scoring(probe_job(log, interrupt_after=3), indices, journal, progress=False)
+        run_scoring(probe_job(log), indices, journal, progress=False)
+    monkeypatch.delenv("ZC_TEST_INTERRUPT_AFTER")
     assert len(calls(log)) == 3
-    assert len(pd.read_csv(journal)) == 3  # every finished score reached the disk
+    assert len(rows(journal)) == 3  # every finished score reached the disk
 
     done = run_scoring(probe_job(log), indices, journal, progress=False)
     assert sorted(done["index"]) == sorted(indices)
@@ -124,7 +136,7 @@ def test_torn_last_line_is_cut_and_that_score_computed_again(plugin, tss, tmp_pa
     assert len(done) == 4 and not done["score"].isna().any()
     assert len(calls(log)) == 5  # four, plus the torn one once more
     assert calls(log)[-1] == calls(log)[3]  # recomputed to the same value
-    assert journal.read_bytes().count(b"\n") == 1 + 4  # header + one line per score
+    assert journal.read_bytes().count(b"\n") == 2 + 4  # settings, header, one line per score
 
 
 def test_one_and_two_worker_processes_give_identical_scores(plugin, tss, tmp_path):
@@ -141,7 +153,7 @@ def test_one_and_two_worker_processes_give_identical_scores(plugin, tss, tmp_pat
     key = ["index", "proxy"]
     a = serial.sort_values(key).reset_index(drop=True)
     b = parallel.sort_values(key).reset_index(drop=True)
-    assert len(a) == 2 * len(indices) and (a["error"].isna()).all()
+    assert len(a) == 2 * len(indices) and (a["error"] == "").all()
     pd.testing.assert_frame_equal(a[key + ["score"]], b[key + ["score"]], check_exact=True)
 
 
@@ -152,7 +164,7 @@ def test_process_pool_recovers_from_a_dying_worker(plugin, tss, tmp_path):
     with ProcessPoolExecutor(1, threads=1) as pool:
         done = run_scoring(job, indices[:3], tmp_path / "j.csv", progress=False, executor=pool)
     assert marker.exists()  # a worker did die
-    assert sorted(done["index"]) == sorted(indices[:3]) and done["error"].isna().all()
+    assert sorted(done["index"]) == sorted(indices[:3]) and (done["error"] == "").all()
     assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])  # each once
 
 
@@ -164,7 +176,7 @@ def test_a_failing_proxy_is_recorded_with_its_error(plugin, tss, tmp_path):
     assert len(failed) == 2 and failed["score"].isna().all()
     assert failed["error"].str.contains("ValueError: boom from the test proxy").all()
     ok = journal[journal["proxy"] == "n_params"]
-    assert ok["error"].isna().all() and (ok["score"] > 0).all()  # the others still scored
+    assert (ok["error"] == "").all() and (ok["score"] > 0).all()  # the others still scored
     wide = wide_scores(journal, bench, "cifar10", ["n_params", "zc_test_fail"], indices[:2])
     assert wide["errors"].str.contains("boom").all()
     # A recorded failure counts as done: it is reported, not silently retried forever.
@@ -182,13 +194,16 @@ def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path):
 
 
 def test_run_settings_clash_is_a_clear_error(tmp_path):
+    from zcproxy.runner import SettingsMismatch, run_settings
     job = ScoringJob(bench="nats-tss", proxies=("n_params",), seed=0)
-    correlate.check_run_settings(tmp_path, job)
+    settings, _ = run_settings(job)
+    correlate.write_run_record(tmp_path, settings, {})
     assert json.loads((tmp_path / "run.json").read_text())["seed"] == 0
-    correlate.check_run_settings(tmp_path, job)  # same settings: fine
-    other = ScoringJob(bench="nats-tss", proxies=("n_params",), seed=1, batch_size=32)
-    with pytest.raises(SystemExit, match=r"seed: 0 there, 1 now.*batch_size: 64 there, 32 now"):
-        correlate.check_run_settings(tmp_path, other)
+    correlate.check_run_record(tmp_path, settings)  # same settings: fine
+    other, _ = run_settings(ScoringJob(bench="nats-tss", proxies=("n_params",), seed=1,
+                                       batch_size=32))
+    with pytest.raises(SettingsMismatch, match=r"seed: 0 there, 1 now.*batch_size: 64 there, 32 now"):
+        correlate.check_run_record(tmp_path, other)
 
 
 def _correlate(out: Path, *extra: str) -> int:
@@ -216,10 +231,10 @@ def test_ctrl_c_in_correlate_keeps_the_finished_scores_and_says_how_to_continue(
     try:
         assert run() == 130
         assert "run the same command again to continue" in capsys.readouterr().err
-        assert len(pd.read_csv(tmp_path / "journal.csv")) == 2
+        assert len(rows(tmp_path / "journal.csv")) == 2
         stop_after[0] = None
         assert run() == 0
-        assert len(pd.read_csv(tmp_path / "journal.csv")) == 6 and len(seen) == 6
+        assert len(rows(tmp_path / "journal.csv")) == 6 and len(seen) == 6
     finally:
         unregister_proxy("zc_test_ctrl_c")
 
@@ -245,7 +260,7 @@ def test_sigterm_in_correlate_stops_like_ctrl_c(tmp_path, capsys):
                                "zc_test_sigterm", "--no-baselines", "--bootstrap", "0",
                                "--no-progress", "--out", str(tmp_path)]) == 143
         assert "run the same command again to continue" in capsys.readouterr().err
-        assert len(pd.read_csv(tmp_path / "journal.csv")) == 2
+        assert len(rows(tmp_path / "journal.csv")) == 2
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
         unregister_proxy("zc_test_sigterm")
@@ -255,10 +270,11 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     assert _correlate(tmp_path / "whole") == 0
     shards = tmp_path / "shards"
     assert _correlate(shards, "--shard", "1/2") == 0
-    with pytest.raises(SystemExit, match="missing shard journal.*journal.shard-0-of-2.csv"):
-        _correlate(shards, "--merge")
+    capsys.readouterr()
+    assert _correlate(shards, "--merge") == 2
+    assert "missing shard journal(s) journal.shard-0-of-2.csv" in capsys.readouterr().err
     assert _correlate(shards, "--shard", "0/2") == 0
-    parts = [pd.read_csv(shards / f"journal.shard-{i}-of-2.csv") for i in range(2)]
+    parts = [rows(shards / f"journal.shard-{i}-of-2.csv") for i in range(2)]
     assert set(parts[0]["index"]).isdisjoint(parts[1]["index"])
     assert [len(p) for p in parts] == [3, 3]
     assert _correlate(shards, "--merge") == 0
@@ -269,20 +285,22 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     assert (shards / "correlations.md").exists()
 
 
-def test_merge_names_the_shard_whose_scores_are_missing(tmp_path):
+def test_merge_names_the_shard_whose_scores_are_missing(tmp_path, capsys):
     assert _correlate(tmp_path, "--shard", "0/2") == 0
     assert _correlate(tmp_path, "--shard", "1/2") == 0
     path = tmp_path / "journal.shard-1-of-2.csv"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]))  # shard 1 lost its last score
-    with pytest.raises(SystemExit, match=r"1 score\(s\) of 1 architecture\(s\).*shard\(s\) 1 of 2"):
-        _correlate(tmp_path, "--merge")
+    capsys.readouterr()
+    assert _correlate(tmp_path, "--merge") == 2
+    assert re.search(r"1 score\(s\) of 1 architecture\(s\).*shard\(s\) 1 of 2",
+                     capsys.readouterr().err)
 
 
 def test_shard_argument_is_checked():
-    with pytest.raises(SystemExit, match="I/N"):
+    with pytest.raises(UsageError, match="I/N"):
         correlate.parse_shard("1of2")
-    with pytest.raises(SystemExit, match="0 <= I < N"):
+    with pytest.raises(UsageError, match="0 <= I < N"):
         correlate.parse_shard("2/2")
     assert correlate.shard_indices(list(range(7)), 1, 3) == [1, 4]
 

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from zcproxy.nasbench import get_benchmark
-from zcproxy.surgery import (Recipe, activation_modules, capture_activations, is_activation,
-                             is_norm, prepare, replace_modules)
+from zcproxy.surgery import (Recipe, SuppressedNorm, activation_census, activation_modules,
+                             capture_activations, is_activation, is_norm, norm_tail, prepare,
+                             replace_modules, without_norm)
 
 
 class Block(nn.Module):
@@ -154,3 +155,161 @@ def test_prepare_keeps_tied_weights_tied():
     out = prepare(model, Recipe(absolute=True, dtype=torch.float64))
     assert out[2].weight is out[0].weight and out[0].weight.dtype == torch.float64
     assert (out[0].weight >= 0).all() and not (model[0].weight >= 0).all()
+
+
+# ---- fused normalisation + activation modules (issue 18) -----------------------------------------
+class NormAct(nn.BatchNorm2d):
+    """A fused norm + activation in timm's style (timm.layers.BatchNormAct2d): a BatchNorm2d
+    subclass that applies its ``drop`` and ``act`` children after normalising.  Defined here so
+    that the behaviour-based recognition is tested without timm."""
+
+    def __init__(self, c, act=None, inplace=True):
+        super().__init__(c)
+        self.drop = nn.Identity()
+        self.act = act if act is not None else nn.SiLU(inplace=inplace)
+
+    def forward(self, x):
+        return self.act(self.drop(super().forward(x)))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block: the fused norm reads the residual stream, which the
+    shortcut reads again, so an in-place activation left behind a suppressed norm would
+    overwrite the shortcut."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.norm = NormAct(c, inplace=True)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(self.norm(x))
+
+
+def _fused_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), NormAct(4), PreActBlock(), nn.Conv2d(4, 4, 1),
+                         NormAct(4, act=nn.GELU()))
+
+
+def _act_calls(net, x):
+    seen = []
+    with capture_activations(net, lambda name, t: seen.append(name)):
+        net(x)
+    return seen
+
+
+@pytest.mark.parametrize("reinit", [None, 3], ids=["one-walk", "step-by-step"])
+@pytest.mark.parametrize("recipe", [Recipe(suppress_norm=True), Recipe(suppress_norm=True, relu=True),
+                                    Recipe(relu=True), Recipe(suppress_norm=True, absolute=True,
+                                                              dtype=torch.float64)], ids=str)
+def test_suppressing_a_fused_norm_keeps_its_activation(recipe, reinit):
+    """Before issue 18 the whole BatchNormAct2d became an Identity, activation included, and
+    activation-reading proxies saw 16 of EfficientNet-B0's 49 activation calls."""
+    from dataclasses import replace
+    model = _fused_net()
+    x = torch.randn(2, 3, 8, 8, dtype=recipe.dtype or torch.float32)
+    out = prepare(model, replace(recipe, reinit_seed=reinit))
+    expected = ["1.act", "2.norm.act", "4.act"]
+    assert _act_calls(out, x) == expected == _act_calls(model, x.float())
+    if recipe.suppress_norm:
+        assert not any(is_norm(m) for m in out.modules())
+        for name in ("1", "2.norm", "4"):
+            kept = out.get_submodule(name)
+            assert type(kept) is SuppressedNorm and list(dict(kept.named_children())) == ["drop", "act"]
+    swapped = {type(out.get_submodule(n)) for n in expected}
+    assert swapped == ({nn.ReLU} if recipe.relu else {nn.SiLU, nn.GELU})
+    assert all(not getattr(out.get_submodule(n), "inplace", False) for n in expected)
+    assert isinstance(model[1], NormAct) and model[1].act.inplace  # the caller's model untouched
+
+
+def test_suppressed_fused_norm_computes_the_activation_of_its_input():
+    """The suppressed copy equals the network with every norm removed by hand, including the
+    pre-activation shortcut (an in-place SiLU would have added silu(x) instead of x)."""
+    model = _fused_net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        h = torch.nn.functional.silu(model[0](x))
+        h = h + model[2].conv(torch.nn.functional.silu(h))
+        expected = torch.nn.functional.gelu(model[3](h))
+        for reinit in (None, 0):
+            out = prepare(model, Recipe(suppress_norm=True, reinit_seed=reinit))
+            if reinit is not None:
+                out.load_state_dict(model.state_dict(), strict=False)
+            assert torch.equal(out(x), expected)
+
+
+def test_synflow_backward_through_a_suppressed_inplace_fused_norm():
+    """Synflow's recipe keeps activations as they are; an in-place one after a suppressed norm
+    would modify a tensor autograd still needs."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), PreActBlock(), nn.Flatten(), nn.Linear(144, 2))
+    net = prepare(model, Recipe(suppress_norm=True, absolute=True, dtype=torch.float64))
+    net(torch.ones(1, 3, 8, 8, dtype=torch.float64)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_norm_tail_applies_drop_before_act_whatever_the_registration_order():
+    """timm's convert_sync_batchnorm sets ``act`` before ``drop`` on SyncBatchNormAct."""
+    norm = nn.LayerNorm(4)
+    norm.act, norm.drop = nn.GELU(), nn.Dropout(0.1)
+    assert [name for name, _ in norm_tail(norm)] == ["drop", "act"]
+    assert norm_tail(nn.BatchNorm2d(4)) == [] and isinstance(without_norm(nn.BatchNorm2d(4)), nn.Identity)
+
+
+def test_norms_of_other_libraries_by_class_hierarchy():
+    timm = pytest.importorskip("timm")
+    from timm.layers import BatchNormAct2d, GroupNormAct, LayerNormAct2d, RmsNorm, RmsNormAct
+    from torchvision.ops import FrozenBatchNorm2d
+    for norm in (RmsNorm(8), RmsNormAct(8), FrozenBatchNorm2d(8), BatchNormAct2d(8),
+                 GroupNormAct(8, 2), LayerNormAct2d(8)):
+        assert is_norm(norm), type(norm).__name__
+    assert not is_norm(timm.layers.Mlp(8)) and not is_norm(nn.GELU())
+    kept = prepare(nn.Sequential(BatchNormAct2d(8), GroupNormAct(8, 2)), Recipe(suppress_norm=True))
+    assert [type(m) for m in kept] == [SuppressedNorm, SuppressedNorm]
+    assert [(type(m.drop), type(m.act)) for m in kept] == [(nn.Identity, nn.ReLU)] * 2
+
+
+# ---- the activation census and the guard --------------------------------------------------------
+class Functional(nn.Module):
+    """A block that applies GELU functionally, as hand-written attention/MLP code often does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(8, 8), nn.Linear(8, 8), nn.ReLU()
+
+    def forward(self, x):
+        return self.fc2(torch.nn.functional.gelu(self.act(self.fc1(x))))
+
+
+class GeluTanh(nn.Module):  # an activation module that calls F.gelu (timm's GELUTanh)
+    def forward(self, x):
+        return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+GeluTanh.__name__ = "GELUTanh"
+
+
+class Swish(nn.Module):  # an activation module with no aten activation op (timm's Swish)
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+def test_census_counts_module_and_functional_calls_once_each():
+    relu = nn.ReLU()
+    model = nn.Sequential(Functional(), relu, GeluTanh(), Swish(), relu, nn.Sigmoid())
+    census = activation_census(model, lambda: model(torch.randn(2, 8)))
+    # module calls: Functional.act, relu twice, GELUTanh, Swish; functional: the F.gelu only
+    assert (census.module_calls, census.functional, census.calls) == (5, 1, 6)
+    assert len(census.sites) == 1 and "test_surgery.py" in census.sites[0] and "forward" in census.sites[0]
+
+
+@pytest.mark.parametrize("bench,index,calls", [("nats-tss", 321, 35), ("nats-sss", 7, 20),
+                                              ("nb101", 11, 64)])
+def test_census_sees_nothing_functional_in_benchmark_networks(bench, index, calls):
+    """The benchmark runner scores without the activation check (it costs a tenth of NASWOT +
+    LogSynflow + ES there), which is safe because these networks apply every activation
+    through a module."""
+    model = get_benchmark(bench).build(index)
+    x = torch.randn(1, 3, 32, 32)
+    census = activation_census(model, lambda: model(x))
+    assert census.functional == 0 and census.module_calls == len(_act_calls(model, x)) == calls

@@ -9,16 +9,17 @@ Public API::
     @zcproxy.register_proxy("my_proxy") ...           # add your own
 """
 from . import data
-from .api import NonFiniteScoreError, score, score_many
-from .context import ProxyContext, ProxyInputError
+from .api import NonFiniteScoreError, ScoreDetails, score, score_many
+from .context import (ActivationMismatchError, ModelMutatedError, ProxyContext, ProxyInputError,
+                      last_of_tuple, logits_only)
 from .explain import explain
-from .nasbench.base import last_of_tuple, logits_only
 from .registry import Proxy, ProxyUndefined, UnknownProxyError, available_proxies, get_proxy, proxy_info, register_proxy
 from .surgery import NoActivationsError, Recipe
 
 __all__ = [
     "data", "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
-    "explain", "Proxy", "ProxyContext", "Recipe", "last_of_tuple", "logits_only",
+    "explain", "Proxy", "ProxyContext", "Recipe", "ScoreDetails", "last_of_tuple", "logits_only",
     "NonFiniteScoreError", "ProxyUndefined", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
+    "ActivationMismatchError", "ModelMutatedError",
 ]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ writes (``results/correlate/<bench>/scores.csv``) and returns plain DataFrames.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -12,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import sha256_file
 from .published import PUBLISHED
 from .registry import get_proxy
 from .stats import kendall_tau, spearman_rho
@@ -19,13 +21,53 @@ from .stats import kendall_tau, spearman_rho
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
+class IncompleteTable(ValueError):
+    """A score table that is not the one its folder's run.json describes (cut short by a
+    kill, edited, or left from another run)."""
+
+
 def load_scores(bench: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The committed per-architecture scores of one benchmark."""
-    path = Path(root or RESULTS / "correlate") / bench / "scores.csv"
+    """The committed per-architecture scores of one benchmark (folder ``root/bench``)."""
+    return read_scores(Path(root or RESULTS / "correlate") / bench)
+
+
+def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
+    """``folder/scores.csv``, checked against the row count and SHA-256 that ``run.json``
+    records for it, so a table cut at a row boundary is an error, never a smaller study.
+
+    Folders written before zcproxy recorded them (no ``outputs`` in run.json) are read as
+    they are.
+    """
+    folder = Path(folder)
+    path = folder / "scores.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m zcproxy.correlate --bench "
-                                f"{bench} --out {path.parent}` first")
-    return pd.read_csv(path)
+                                f"<bench> --out {folder}` first")
+    expected = _recorded_output(folder, "scores.csv")
+    if expected is not None and expected.get("sha256") and sha256_file(path) != expected["sha256"]:
+        rows = sum(1 for _ in open(path, "rb")) - 1
+        raise IncompleteTable(f"{path} is not the table {folder / 'run.json'} records "
+                              f"({rows:,} rows, {expected.get('rows', '?'):,} recorded; cut short "
+                              "or edited); rerun the correlate command on that folder to rewrite "
+                              "it from journal.csv")
+    frame = pd.read_csv(path)
+    if expected is not None and expected.get("rows") not in (None, len(frame)):
+        raise IncompleteTable(f"{path} has {len(frame):,} rows, run.json records "
+                              f"{expected['rows']:,}; rerun the correlate command on that folder")
+    return frame
+
+
+def _recorded_output(folder: Path, name: str) -> dict | None:
+    path = folder / "run.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IncompleteTable(f"{path} is not a settings record ({err}); rerun the correlate "
+                              "command on that folder") from None
+    outputs = record.get("outputs") if isinstance(record, dict) else None
+    return outputs.get(name) if isinstance(outputs, dict) else None
 
 
 def oriented(frame: pd.DataFrame, proxy: str) -> pd.Series:

@@ -6,10 +6,18 @@ where it stopped.  Then writes ``scores.csv`` (one row per architecture), ``corr
 and ``correlations.md`` (Kendall τ, Spearman ρ, Pearson r with bootstrap 95% intervals,
 precision@top-10%, beside the published figures), and prints the table.
 
+Output goes to a scratch folder, runs/<bench>-<sample>-seed<seed> (the committed results/
+folders are written only when --out names them).  A folder's journal is reused only for the
+same settings and data (it records both, and the architecture of every score); reuse is
+announced, --fresh rescores, failures caused by the machine are retried on the next run
+(--retry-failed retries every failure), and a journal of zcproxy 0.1 is converted by --adopt
+after every index is checked against the current table.
+
 Beyond one machine: ``--executor ray`` scores on a Ray cluster into the same journal;
 without Ray, ``--shard I/N`` scores one of N interleaved parts of the sample per machine into
 ``journal.shard-I-of-N.csv``, and ``--merge`` (same settings, all shard journals in one folder)
-combines them, checks that nothing is missing and writes the tables.
+combines them, checks that every shard was scored with the same settings and that nothing is
+missing, and writes the tables.
 """
 from __future__ import annotations
 
@@ -19,18 +27,24 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from . import __version__
-from .nasbench import BENCHMARKS, get_benchmark
+from .atomic import sha256_file, write_csv, write_text
+from .cli import UsageError, add_debug_flag, run_command
+from .ensemble import parse_ensemble
+from .executors import make_executor
+from .journal import Journal, JournalError, done_pairs, write_journal
+from .nasbench import BENCHMARKS
 from .published import published
 from .registry import available_proxies, get_proxy, proxy_info
-from .executors import make_executor
-from .runner import ScoringJob, run_scoring, wide_scores
+from .runner import (ScoringJob, SettingsMismatch, adopt_journal, check_architectures,
+                     check_device, proxy_versions, run_scoring, run_settings,
+                     settings_differences, split_stale, wide_scores)
 from .stats import (correlation_table, pairwise_rank_correlation, partial_rank_correlation,
                     to_markdown)
 
@@ -40,17 +54,21 @@ DEFAULT_PROXIES = "naswot,logsynflow,entropic"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m zcproxy.correlate",
-        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        description="\n\n".join(__doc__.split("\n\n")[:3]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: python -m zcproxy.correlate --bench nats-sss --sample 1000 --plot\n"
-               "         (data from --data-dir, $ZCPROXY_DATA or ../shared/data)")
+        epilog="examples:\n"
+               "  python -m zcproxy.correlate --bench nats-sss --sample 1000 --workers 2 --plot\n"
+               "  python -m zcproxy.correlate --bench nats-sss --sample 1000 --fresh   # rescore\n"
+               "  python -m zcproxy.verify runs/nats-sss-sample1000-seed0 results/correlate/nats-sss\n"
+               "(data from --data-dir, $ZCPROXY_DATA or ../shared/data)")
     p.add_argument("--bench", required=True, choices=BENCHMARKS, help="benchmark to score")
     p.add_argument("--proxies", default=DEFAULT_PROXIES,
                    help=f"comma-separated proxy names (default {DEFAULT_PROXIES}); "
                         "`--list-proxies` shows them all")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--sample", type=int, default=1000,
-                      help="number of architectures drawn uniformly (default 1000)")
+                      help="number of architectures drawn uniformly (default 1000; at most "
+                           "the size of the space)")
     size.add_argument("--all", action="store_true", help="score every architecture")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the sample, the network initialisation and the data batch")
@@ -58,12 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["cifar10", "cifar100", "ImageNet16-120"],
                    help="whose accuracy to correlate with (NATS only has all three)")
     p.add_argument("--data-dir", default=None,
-                   help="folder with the benchmark data (default: $ZCPROXY_DATA, ./data, "
+                   help="folder with the benchmark data (default: $ZCPROXY_DATA if set, else ./data, "
                         "../shared/data)")
     p.add_argument("--official-path", default=None,
                    help="an official benchmark file/folder (NATS fast-mode dir or .pickle.pbz2, "
                         "nasbench_only108.tfrecord) to read instead of the compact tables")
-    p.add_argument("--out", default=None, help="output folder (default results/correlate/<bench>)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/<bench>-sample<N>-seed<S>, or -all-; "
+                        "the committed results/correlate/<bench> only when named here)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the folder's journal, run.json and tables, and score afresh")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="score again the architectures a proxy failed on (failures caused by "
+                        "the machine, e.g. no GPU or out of memory, are always retried)")
+    p.add_argument("--adopt", action="store_true",
+                   help="convert the folder's journal written by zcproxy 0.1 (no settings, no "
+                        "architecture per row) after checking every index against the current "
+                        "table via its scores.csv; says what it did")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per worker (default: torch's choice; 1 with --workers>1)")
@@ -86,13 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64,
                    help="real-image batch for data-dependent proxies such as NASWOT (default 64)")
     p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples for the 95%% intervals (0 to skip)")
+                   help="bootstrap resamples for the 95%% intervals (default 1000; 0 to skip)")
+    p.add_argument("--ensemble", action="append", default=[], metavar="NAME=[RULE:]P1,P2,...",
+                   help="also report a rank aggregate of scored proxies, computed over the "
+                        "study's architectures: RULE is mean_rank (default), log_rank (AZ-NAS's "
+                        "Σ log(rank/N)) or max_abs (FreeREA's); repeatable, e.g. "
+                        "--ensemble trio=log_rank:naswot,logsynflow,entropic")
     p.add_argument("--no-baselines", action="store_true",
                    help="leave out the structural baselines (n_params, n_flops, depth, n_act, "
                         "n_conv, width) that are otherwise scored and reported under the proxies")
     p.add_argument("--plot", action="store_true", help="also write rank plots (Figure 2 style)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--list-proxies", action="store_true", help="list proxies and exit")
+    add_debug_flag(p)
     return p
 
 
@@ -118,31 +153,49 @@ def sigterm_as_interrupt():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run; a mistake ends as one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args), prog="correlate", debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.list_proxies:
         for name in available_proxies():
             info = get_proxy(name)
             print(f"{name:12s} {'(needs data) ' if info.needs_data else ''}{info.description}")
         return 0
-    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
-    for name in proxies:
-        get_proxy(name)  # fail before any work on a typo
-    if not args.no_baselines:
-        proxies += [p.name for p in proxy_info() if p.baseline and p.name not in proxies]
-    out = Path(args.out or Path("results") / "correlate" / args.bench)
-    bench = get_benchmark(args.bench, data_dir=args.data_dir, official_path=args.official_path)
-    n = None if args.all else args.sample
-    indices = bench.sample(n, seed=args.seed)
+    check_arguments(args)
+    proxies = parse_proxies(args.proxies, baselines=not args.no_baselines)
+    check_device(args.device)
+    out = Path(args.out) if args.out else default_out(args)
+    check_out_folder(out)
     threads = args.threads or (1 if args.workers > 1 or args.executor == "ray" else 0)
     job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
                      seed=args.seed, device=args.device, data_dir=args.data_dir,
                      official_path=args.official_path, batch_size=args.batch_size,
                      threads=threads)
-    if args.shard and args.merge:
-        raise SystemExit("--shard and --merge are separate steps: score each shard, then merge")
-    check_run_settings(out, job)
+    try:
+        ensembles = [parse_ensemble(e) for e in args.ensemble]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    settings, bench = run_settings(job)  # loads the table: a data problem stops us here
+    if settings.get("inputs_source"):
+        say(f"real images for data-dependent proxies: {settings['inputs_source']}")
+    if not args.all and args.sample > len(bench):
+        raise UsageError(f"--sample {args.sample}: {args.bench} has only {len(bench):,} "
+                         "architectures; use --all to score every one")
+    n = None if args.all else args.sample
+    indices = bench.sample(n, seed=args.seed)
+    if args.fresh:
+        removed = discard_run(out, shard=args.shard)
+        if removed:
+            say(f"--fresh: removed {', '.join(removed)} from {out}")
+    check_run_record(out, settings)
+    if args.adopt:
+        say(adopt_journal(out / "journal.csv", job, scores_path=out / "scores.csv",
+                          recorded=read_run_record(out)))
     if args.merge:
-        journal = merge_shards(out, indices, proxies)
+        journal = merge_shards(out, indices, proxies, settings, bench.table(args.dataset))
     else:
         path = out / "journal.csv"
         if args.shard:
@@ -154,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with executor, sigterm_as_interrupt():
                 journal = run_scoring(job, indices, path, progress=not args.no_progress,
-                                      executor=executor)
+                                      executor=executor, retry_failed=args.retry_failed,
+                                      notify=_announce)
         except KeyboardInterrupt as stop:
             print(f"\ninterrupted: every finished architecture is in {path}; run the same "
                   "command again to continue from there", file=sys.stderr)
@@ -167,12 +221,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "tables")
             return 0
     # A folder is one study that grows: its tables cover every architecture and proxy its
-    # journal holds (e.g. cheap proxies on 1,000 archs, NASWOT on the first 150 of them).
+    # journal holds (e.g. cheap proxies on 1,000 archs, NASWOT on the first 150 of them),
+    # but only scores of each proxy's current definition.
+    journal, stale = split_stale(journal)
+    for proxy, what in stale.items():
+        say(f"left out of the tables: {what} of {proxy}; --proxies {proxy} rescores them")
     proxies = study_proxies(journal, proxies)
     indices = study_indices(journal, bench.sample(None, seed=args.seed))
     scores = wide_scores(journal, bench, args.dataset, proxies, indices)
     table = write_outputs(out, scores, proxies, args.bench, n_boot=args.bootstrap,
-                          seed=args.seed, split=getattr(bench, "accuracy_split", ""))
+                          seed=args.seed, split=getattr(bench, "accuracy_split", ""),
+                          settings=settings, ensembles=ensembles)
     print(to_markdown(table))
     failed = scores[scores["errors"] != ""]
     if len(failed):
@@ -182,7 +241,114 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         from .plot import write_figures
         write_figures(scores, proxies, out / "figures", title=args.bench)
+    say(f"tables in {out}")
     return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _announce(text: str) -> None:
+    say(text + ("; --fresh rescores" if text.startswith("reusing") else ""))
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every numeric setting that cannot work, before anything is loaded or scored."""
+    checks = [("--workers", args.workers, 1), ("--threads", args.threads, 0),
+              ("--bootstrap", args.bootstrap, 0), ("--batch-size", args.batch_size, 1),
+              ("--chunk-size", args.chunk_size, 1)]
+    if not args.all:
+        checks.append(("--sample", args.sample, 1))
+    for flag, value, least in checks:
+        if value < least:
+            raise UsageError(f"{flag} {value}: must be at least {least}")
+    exclusive = [("--shard", args.shard), ("--merge", args.merge)]
+    if all(v for _, v in exclusive):
+        raise UsageError("--shard and --merge are separate steps: score each shard, then merge")
+    if args.fresh and args.adopt:
+        raise UsageError("--fresh discards the journal that --adopt would convert; pick one")
+    if args.merge and (args.fresh or args.adopt):
+        raise UsageError("--merge combines existing shard journals; --fresh and --adopt apply "
+                         "to scoring runs")
+
+
+def parse_proxies(text: str, *, baselines: bool) -> list[str]:
+    """The proxy names of ``--proxies`` (checked), then the baselines unless left out."""
+    proxies = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not proxies:
+        raise UsageError(f"--proxies {text!r} names no proxy; e.g. --proxies naswot,logsynflow "
+                         "(--list-proxies shows them all)")
+    for name in proxies:
+        get_proxy(name)  # fail before any work on a typo; the message lists the known ones
+    if baselines:
+        proxies += [p.name for p in proxy_info() if p.baseline and p.name not in proxies]
+    return proxies
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """A scratch folder named by the settings, so that a quick try never rewrites the
+    committed results/ and two different studies never share a journal by accident."""
+    size = "all" if args.all else f"sample{args.sample}"
+    dataset = "" if args.dataset == "cifar10" else f"-{args.dataset}"
+    return Path("runs") / f"{args.bench}{dataset}-{size}-seed{args.seed}"
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` must be a folder this process can write to (created if missing)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out} cannot be written: {err.strerror or err}") from None
+    if os.stat(out).st_mode & 0o222 == 0:  # root may write anyway; the folder says read-only
+        raise UsageError(f"--out {out} is read-only")
+
+
+RUN_OUTPUTS = ("scores.csv", "correlations.csv", "correlations.md", "pairwise_spearman.csv")
+
+
+def discard_run(out: Path, shard: str | None = None) -> list[str]:
+    """What ``--fresh`` removes: the journal this run writes, run.json and the tables."""
+    names = ["journal.csv", "run.json", *RUN_OUTPUTS]
+    if shard:
+        names = [shard_journal(out, *parse_shard(shard)).name]
+    removed = []
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+            removed.append(name)
+    return removed
+
+
+def read_run_record(out: Path) -> dict | None:
+    """The folder's ``run.json`` or None; JournalError if it is there but unreadable."""
+    path = out / "run.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JournalError(f"{path} is not a settings record (empty or not JSON: {err}); "
+                           "restore it, or rescore with --fresh") from None
+    if not isinstance(record, dict) or "bench" not in record:
+        raise JournalError(f"{path} is not a zcproxy settings record; restore it, or rescore "
+                           "with --fresh")
+    return record
+
+
+def check_run_record(out: Path, settings: dict) -> None:
+    """Refuse a folder whose run.json records another study (settings or data)."""
+    record = read_run_record(out)
+    if record is None:
+        return
+    clash = settings_differences(record, settings)
+    if clash:
+        raise SettingsMismatch(f"{out} holds a run with other settings ({'; '.join(clash)}); "
+                               "use another --out folder, or --fresh to rescore")
 
 
 def study_proxies(journal: pd.DataFrame, requested: Sequence[str]) -> list[str]:
@@ -198,22 +364,6 @@ def study_indices(journal: pd.DataFrame, order: Sequence[int]) -> list[int]:
     return [i for i in order if i in scored]
 
 
-def check_run_settings(out: Path, job: ScoringJob) -> None:
-    """Refuse to mix runs with different settings in one journal; record ours."""
-    settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
-                "batch_size": job.batch_size, "official_path": job.official_path}
-    path = out / "run.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        clash = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if clash:
-            raise SystemExit(f"{out} holds a run with other settings "
-                             f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in clash.items())}); "
-                             "use another --out folder")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**settings, "zcproxy": __version__}, indent=2) + "\n")
-
-
 SHARD_GLOB = "journal.shard-*-of-*.csv"
 
 
@@ -222,9 +372,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         shard, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise SystemExit(f"--shard takes I/N, e.g. 0/4, not {text!r}") from None
+        raise UsageError(f"--shard takes I/N, e.g. 0/4, not {text!r}") from None
     if count < 1 or not 0 <= shard < count:
-        raise SystemExit(f"--shard {text}: need N >= 1 and 0 <= I < N")
+        raise UsageError(f"--shard {text}: need N >= 1 and 0 <= I < N")
     return shard, count
 
 
@@ -238,104 +388,161 @@ def shard_journal(out: Path, shard: int, count: int) -> Path:
     return out / f"journal.shard-{shard}-of-{count}.csv"
 
 
-def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str]) -> pd.DataFrame:
+def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], settings: dict,
+                 table: pd.DataFrame) -> pd.DataFrame:
     """Fold every shard journal (and an existing journal.csv) into journal.csv.
 
-    A score found twice is kept once, a success winning over a recorded failure; the merge
-    stops with a clear error if a shard file is missing or an architecture of the sample has
-    no score, so tables are never written from a partial sample by accident.
+    Every shard must carry the settings of this merge (benchmark, dataset, seed, batch, data
+    fingerprints) and name the current table's architecture on each row; a shard scored
+    otherwise stops the merge, naming the file and the difference.  A score found twice is
+    kept once, a success winning over a recorded failure; the merge also stops with a clear
+    error if a shard file is missing or an architecture of the sample has no score, so tables
+    are never written from a partial or mixed sample by accident.
     """
-    from .journal import COLUMNS, Journal
+    from .journal import COLUMNS
     paths = sorted(out.glob(SHARD_GLOB))
     if not paths:
-        raise SystemExit(f"--merge: no {SHARD_GLOB} in {out}; score the shards with --shard first")
+        raise UsageError(f"--merge: no {SHARD_GLOB} in {out}; score the shards with --shard first")
     counts = {int(p.stem.rsplit("-of-", 1)[1]) for p in paths}
     if len(counts) != 1:
-        raise SystemExit(f"--merge: {out} mixes shard journals of different splits "
+        raise UsageError(f"--merge: {out} mixes shard journals of different splits "
                          f"({', '.join(f'of {c}' for c in sorted(counts))}); keep one split")
     count = counts.pop()
     missing_files = [str(shard_journal(out, i, count).name) for i in range(count)
                      if not shard_journal(out, i, count).exists()]
     if missing_files:
-        raise SystemExit(f"--merge: missing shard journal(s) {', '.join(missing_files)} in {out}")
+        raise UsageError(f"--merge: missing shard journal(s) {', '.join(missing_files)} in {out}")
     sources = [shard_journal(out, i, count) for i in range(count)]
     merged_path = out / "journal.csv"
     if merged_path.exists():
         sources.insert(0, merged_path)
     frames = []
     for path in sources:
-        with Journal(path) as journal:  # repairs a torn last line, checks the header
-            frames.append(journal.read())
+        with Journal(path, settings) as journal:  # repairs a torn last line, checks the header
+            if journal.legacy:
+                raise JournalError(f"--merge: {path} has no settings record (zcproxy 0.1); "
+                                   "rescore that shard")
+            clash = settings_differences(journal.settings, settings)
+            if clash:
+                raise SettingsMismatch(f"--merge: {path.name} was scored with other settings "
+                                       f"than this merge ({'; '.join(clash)}); rescore it with "
+                                       "the same settings as the other shards")
+            frame = journal.read()
+        check_architectures(frame, table, path)
+        frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
-    frame["_ok"] = frame["error"].fillna("") == ""
+    frame["_ok"] = frame["error"] == ""
     frame = (frame.sort_values("_ok", kind="stable")
              .drop_duplicates(["index", "proxy"], keep="last").drop(columns="_ok"))
-    have = set(zip(frame["index"].tolist(), frame["proxy"].tolist()))
+    have = done_pairs(frame, retry_failed=False, versions=proxy_versions(proxies))
     lacking = [(i, p) for i in indices for p in proxies if (int(i), p) not in have]
     if lacking:
         position = {int(i): k for k, i in enumerate(indices)}
         by_shard = sorted({position[int(i)] % count for i, _ in lacking})
-        raise SystemExit(f"--merge: {len(lacking)} score(s) of {len({i for i, _ in lacking})} "
+        raise UsageError(f"--merge: {len(lacking)} score(s) of {len({i for i, _ in lacking})} "
                          f"architecture(s) are missing (e.g. index {lacking[0][0]}, proxy "
                          f"{lacking[0][1]}), from shard(s) {', '.join(map(str, by_shard))} of "
                          f"{count}; finish those shards with the same settings, then merge again")
     # Sample order first; rows of other architectures (an earlier journal.csv) are kept too.
     order = {int(i): k for k, i in enumerate(indices)}
-    frame = frame.assign(_pos=frame["index"].map(order).fillna(len(order)),
-                         error=frame["error"].fillna(""))
+    frame = frame.assign(_pos=frame["index"].map(order).fillna(len(order)))
     frame = frame.sort_values(["_pos", "index", "proxy"], kind="stable")[COLUMNS]
-    tmp = merged_path.with_suffix(".csv.tmp")
-    tmp.unlink(missing_ok=True)
-    with Journal(tmp) as journal:
-        journal.append(list(frame.itertuples(index=False, name=None)))
-    os.replace(tmp, merged_path)
-    print(f"merged {count} shard journals into {merged_path} "
-          f"({len(frame)} scores of {len(indices)} architectures)")
+    write_journal(merged_path, settings, frame.itertuples(index=False, name=None))
+    say(f"merged {count} shard journals into {merged_path} "
+        f"({len(frame)} scores of {len(indices)} architectures)")
     return frame.reset_index(drop=True)
 
 
+def add_ensembles(scores: pd.DataFrame, ensembles: Sequence[tuple[str, str, tuple[str, ...]]]
+                  ) -> pd.DataFrame:
+    """``scores`` with one column per rank aggregate (name, rule, members), computed over the
+    architectures that have every member (:mod:`zcproxy.ensemble`, population-level)."""
+    from .ensemble import ensemble_scores
+    scores = scores.copy()
+    for name, rule, members in ensembles:
+        missing = [m for m in members if m not in scores.columns]
+        if missing:
+            raise UsageError(f"--ensemble {name}: {', '.join(missing)} not scored in this study; "
+                             "add them to --proxies")
+        if name in scores.columns:
+            raise UsageError(f"--ensemble {name}: the name is taken by a proxy or column")
+        scores[name] = ensemble_scores(scores, list(members), rule, nan="propagate").to_numpy()
+    return scores
+
+
 def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench: str, *,
-                  n_boot: int = 1000, seed: int = 0, split: str = "") -> pd.DataFrame:
+                  n_boot: int = 1000, seed: int = 0, split: str = "",
+                  settings: dict | None = None,
+                  ensembles: Sequence[tuple[str, str, tuple[str, ...]]] = ()) -> pd.DataFrame:
     """Write scores.csv, correlations.csv/.md and pairwise.csv; return the correlation table.
 
     Proxies come first and structural baselines in a block under them; ``partial_*`` columns
-    give the Spearman correlation left once #params (or depth) is controlled for.
+    give the Spearman correlation left once #params (or depth) is controlled for.  Everything
+    is computed before the first file is touched, and each file is replaced atomically; then
+    ``run.json`` (``settings`` plus the row count and SHA-256 of each table) is written last,
+    so a reader can tell a complete set of tables from one a kill interrupted.
     """
-    scores.to_csv(out / "scores.csv", index=False)
+    aggregates = {name: f"{rule}({','.join(members)})" for name, rule, members in ensembles}
+    scores = add_ensembles(scores, ensembles)
+    proxies = list(proxies) + list(aggregates)
     table = correlation_table(scores, proxies,
-                              higher_is_better={p: get_proxy(p).higher_is_better for p in proxies},
+                              higher_is_better={p: _higher_is_better(p) for p in proxies},
                               n_boot=n_boot, seed=seed)
     for control in ("n_params", "depth"):
         if control in scores:
             table[f"partial_{control}"] = [
                 _partial(scores, p, control) for p in table.index]
-    table.insert(0, "kind", ["baseline" if get_proxy(p).baseline else "proxy"
+    table.insert(0, "kind", ["ensemble" if p in aggregates else
+                             "baseline" if get_proxy(p).baseline else "proxy"
                              for p in table.index])
     ref = {p: published(bench, p) for p in table.index}
     table["paper_kendall"] = [r[0] if r else float("nan") for r in ref.values()]
     table["paper_spearman"] = [r[1] if r else float("nan") for r in ref.values()]
     table = table.sort_values("kind", kind="stable", key=lambda k: k == "baseline")
-    table.to_csv(out / "correlations.csv")
     pairwise = pairwise_rank_correlation(scores, list(proxies), method="spearman")
-    pairwise.to_csv(out / "pairwise_spearman.csv")
     note = f"Accuracy: {split} split. " if split else ""
     blocks = [f"## {title}\n\n" + to_markdown(table[table["kind"] == kind].drop(columns="kind"))
-              for kind, title in (("proxy", "Proxies"), ("baseline", "Structural baselines"))
+              for kind, title in (("proxy", "Proxies"),
+                                  ("ensemble", "Rank aggregates: " + ", ".join(
+                                      f"{n} = {d}" for n, d in aggregates.items())),
+                                  ("baseline", "Structural baselines"))
               if (table["kind"] == kind).any()]
-    (out / "correlations.md").write_text(
+    markdown = (
         f"# {bench}: proxy vs accuracy ({len(scores)} architectures)\n\n{note}"
         "Intervals are bootstrap 95%. partial_X: Spearman ρ of the proxy with accuracy once X "
         "is controlled for (0 = the proxy knows nothing beyond X). Re-running "
         "`python -m zcproxy.correlate` on the same --out folder recomputes these tables from "
         "journal.csv without re-scoring.\n\n" + "\n\n".join(blocks)
         + "\n\n## Spearman ρ between proxies\n\n" + to_markdown(pairwise) + "\n")
+    write_csv(scores, out / "scores.csv", index=False)
+    write_csv(table, out / "correlations.csv")
+    write_csv(pairwise, out / "pairwise_spearman.csv")
+    write_text(out / "correlations.md", markdown)
+    if settings is not None:
+        write_run_record(out, settings, {"scores.csv": len(scores), "correlations.csv": len(table),
+                                         "pairwise_spearman.csv": len(pairwise),
+                                         "correlations.md": None})
     return table
+
+
+def write_run_record(out: Path, settings: dict, outputs: dict[str, int | None]) -> Path:
+    """run.json: the settings and data fingerprints the tables come from, and for each table
+    its row count and SHA-256, which :func:`zcproxy.analysis.load_scores` checks."""
+    record = dict(settings)
+    record["outputs"] = {name: {"rows": rows, "sha256": sha256_file(out / name)}
+                         for name, rows in outputs.items()}
+    return write_text(out / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _higher_is_better(name: str) -> bool:
+    # Rank aggregates are oriented "higher is better" by construction.
+    return get_proxy(name).higher_is_better if name in available_proxies() else True
 
 
 def _partial(scores: pd.DataFrame, proxy: str, control: str) -> float:
     if proxy == control or scores[control].nunique() < 2:
         return float("nan")
-    sign = 1.0 if get_proxy(proxy).higher_is_better else -1.0
+    sign = 1.0 if _higher_is_better(proxy) else -1.0
     return float(partial_rank_correlation(sign * scores[proxy], scores["accuracy"],
                                           scores[control]))
 

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Iterator, Sequence
 
+from .journal import ENVIRONMENT
 from .runner import Row, ScoringJob, Task, Worker
 
 
@@ -237,10 +238,12 @@ class ProcessPoolExecutor(Executor):
 
 
 def _died_rows(task: Task, attempts: int) -> list[Row]:
-    index, wanted = task
-    message = (f"WorkerDied: the worker process died {attempts} times while scoring this "
-               "architecture (killed, out of memory, or a crash in native code)")
-    return [(index, proxy, float("nan"), 0.0, message) for proxy in wanted]
+    # Marked as an environment failure: the usual cause is the machine (the OOM killer, a
+    # kill), so the next run retries it instead of keeping the failure for good.
+    index, arch, wanted = task
+    message = (f"{ENVIRONMENT}WorkerDied: the worker process died {attempts} times while "
+               "scoring this architecture (killed, out of memory, or a crash in native code)")
+    return [(index, arch, proxy, "", float("nan"), 0.0, message) for proxy in wanted]
 
 
 # ----------------------------------------------------------------------------- Ray

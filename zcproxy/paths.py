@@ -4,6 +4,10 @@ One rule, used by every adapter and CLI: an explicit ``data_dir`` argument wins,
 ``ZCPROXY_DATA`` environment variable, then ``./data`` and ``../shared/data`` relative to the
 working directory and to the checkout that holds the package (so notebooks and scripts in
 subfolders of a development checkout find it too).  Nothing is ever downloaded.
+
+A ``ZCPROXY_DATA`` that names no folder is an error, never a reason to look elsewhere: the
+user said where the data is, and scores read from another folder would silently be scores of
+other data.
 """
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ import os
 from pathlib import Path
 
 ENV_VAR = "ZCPROXY_DATA"
+
+
+class DataDirMissing(FileNotFoundError):
+    """The data folder the user named (``ZCPROXY_DATA``) does not exist."""
 
 
 def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -21,7 +29,11 @@ def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]
         return [Path(data_dir).expanduser().absolute()]
     found = []
     if os.environ.get(ENV_VAR):
-        found.append(Path(os.environ[ENV_VAR]).expanduser().absolute())
+        chosen = Path(os.environ[ENV_VAR]).expanduser().absolute()
+        if not chosen.is_dir():
+            raise DataDirMissing(f"{ENV_VAR}={os.environ[ENV_VAR]} is not a folder ({chosen}); "
+                                 f"point it at the benchmark data folder, or unset it")
+        return [chosen]
     checkout = Path(__file__).resolve().parents[1]
     for base in (Path.cwd(), checkout):
         for candidate in (base / "data", base.parent / "shared" / "data"):

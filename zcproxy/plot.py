@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats as _sps
 
+from zcproxy.atomic import save_figure
 from zcproxy.stats import kendall_tau, pairwise_rank_correlation, spearman_rho
 
 __all__ = ["rank_plot", "rank_grid", "correlation_heatmap", "write_figures", "proxy_columns",
@@ -47,10 +48,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, out_path: str | os.PathLike, dpi: int) -> Path:
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    return save_figure(fig, out_path, dpi=dpi)  # whole or not at all (see zcproxy.atomic)
 
 
 def _numeric(df: pd.DataFrame, column: str) -> np.ndarray:

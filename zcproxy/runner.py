@@ -2,25 +2,37 @@
 
 Each architecture's network is built once (with a seed derived from the run seed and its
 index, so a score does not depend on worker count or order) and scored by every proxy still
-missing for it; results go to a :class:`~zcproxy.journal.Journal` as they arrive.
+missing for it, each proxy on its own (one that raises never spoils the others); results go
+to a :class:`~zcproxy.journal.Journal` as they arrive.
+
+A journal is only reused for the run it belongs to: its settings record (benchmark, dataset,
+seed, batch, fingerprints of the accuracy table and the data batch) must match the run's, and
+every row must name the architecture its index has in today's table.  Failures caused by the
+machine (no GPU, out of memory, a dead worker) are retried by the next run; failures of an
+architecture only with ``retry_failed``.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import math
 import os
+import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from .api import resolve_proxies, score_timed
 from .context import ProxyContext
-from .journal import Journal
+from .journal import ENVIRONMENT, Journal, JournalError, Row, error_kind
+from .registry import get_proxy
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,307 @@ class ScoringJob:
         return (self.seed * 1_000_003 + index) % (2 ** 63)
 
 
-Task = tuple[int, tuple[str, ...]]
-Row = tuple[int, str, float, float, str]
+Task = tuple[int, str, tuple[str, ...]]  # (index, the arch string it must be, proxies wanted)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names, if this machine has it; ValueError saying why not.
+
+    Checked before any scoring: a run on a device that is not there would otherwise record
+    every architecture as failed.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, "
+                         f"cuda:1): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this machine has no usable CUDA GPU "
+                             "(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {device}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except Exception as err:  # noqa: BLE001 - any failure means: not usable here
+            raise ValueError(f"--device {device} is not usable here: {err}") from None
+    return dev
+
+
+# ----------------------------------------------------------------------- settings records
+# What makes two scores of the same index comparable.  Device, threads, worker count and the
+# proxies asked for may change between runs of one study; these may not.
+COMPARED_SETTINGS = ("bench", "dataset", "seed", "batch_size", "proxy_options",
+                     "data_fingerprint", "inputs_fingerprint")
+
+
+class SettingsMismatch(JournalError):
+    """Scores recorded with other settings or for other data than the run that wants them."""
+
+
+def table_fingerprint(table: pd.DataFrame) -> str:
+    """SHA-256 of a benchmark table's architecture strings and accuracies, in index order.
+
+    It names the data a score belongs to independently of where the file lies: another data
+    folder with the same table gives the same fingerprint, another data version or an edited
+    file gives another.
+    """
+    digest = hashlib.sha256()
+    digest.update("\n".join(table["arch"].astype(str)).encode("utf-8"))
+    digest.update(np.ascontiguousarray(table["accuracy"].to_numpy(dtype="<f8")).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def job_batch(job: ScoringJob, bench, device: str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The real-image batch data proxies see in ``job``: the job's dataset's own images when
+    the data folder has them, else CIFAR-10 resized to the networks' input (the third value
+    says which; see :func:`zcproxy.data.dataset_batch`)."""
+    from .data import dataset_batch
+    shape = bench.input_shape(job.dataset) if bench is not None else None
+    return dataset_batch(job.dataset, job.batch_size, seed=job.seed, root=job.data_dir,
+                         device=device, shape=shape)
+
+
+def _inputs_fingerprint(job: ScoringJob, required: bool, bench=None
+                        ) -> tuple[str | None, str | None]:
+    """(SHA-256 of the real-image batch data proxies see, where its images come from); (None,
+    None) if there is none to find and no proxy needs it."""
+    try:
+        x, y, source = job_batch(job, bench)
+    except Exception:
+        if required:
+            raise
+        return None, None
+    digest = hashlib.sha256(x.contiguous().numpy().tobytes())
+    digest.update(y.numpy().astype("<i8").tobytes())
+    return "sha256:" + digest.hexdigest(), source
+
+
+_SETTINGS_CACHE: dict = {}
+
+
+def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
+    """(settings record of ``job``, its loaded benchmark): what a journal and run.json record.
+
+    Loads the benchmark table (and, if found, the data batch) to fingerprint them; cached per
+    process for as long as the table's source file is unchanged.
+    """
+    from . import __version__
+    from .nasbench import get_benchmark
+    needs_data = any(_needs_data(p) for p in job.proxies)
+    key = (job.bench, job.dataset, job.data_dir, job.official_path, job.seed, job.batch_size,
+           os.environ.get("ZCPROXY_DATA"))
+    cached = _SETTINGS_CACHE.get(key)
+    if cached is not None and cached[0] == _source_stamp(cached[1]) and (
+            cached[2]["inputs_fingerprint"] is not None or not needs_data):
+        bench, record = cached[1], cached[2]
+    else:
+        bench = get_benchmark(job.bench, data_dir=job.data_dir, official_path=job.official_path)
+        table = bench.table(job.dataset)
+        inputs_fingerprint, inputs_source = _inputs_fingerprint(job, needs_data, bench)
+        record = {"data_fingerprint": table_fingerprint(table),
+                  "inputs_fingerprint": inputs_fingerprint,
+                  "data_source": str(getattr(bench, "source", "") or "")}
+        if inputs_source not in (None, job.dataset):  # said out loud, and recorded
+            record["inputs_source"] = inputs_source
+        _SETTINGS_CACHE[key] = (_source_stamp(bench), bench, record)
+    settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
+                "batch_size": job.batch_size, "proxy_options": dict(job.proxy_options),
+                "official_path": job.official_path, **record, "zcproxy": __version__}
+    return settings, bench
+
+
+def _needs_data(name: str) -> bool:
+    # A proxy from a plug-in may exist only in the workers (a Ray cluster's nodes): unknown
+    # here means "fingerprint the batch if there is one", never an error.
+    try:
+        return get_proxy(name).needs_data
+    except KeyError:
+        return False
+
+
+def _source_stamp(bench) -> tuple | None:
+    source = getattr(bench, "source", None)
+    try:
+        st = os.stat(source) if source else None
+    except OSError:
+        return None
+    return (str(source), st.st_size, st.st_mtime_ns) if st else None
+
+
+def settings_differences(recorded: dict, current: dict) -> list[str]:
+    """Human-readable differences in the settings that make scores comparable.
+
+    A fingerprint absent on either side (no data batch found) is not a difference.
+    """
+    out = []
+    for key in COMPARED_SETTINGS:
+        old, new = recorded.get(key), current.get(key)
+        if key == "proxy_options":
+            old, new = old or {}, new or {}
+        if key.endswith("_fingerprint") and (old is None or new is None):
+            continue
+        if old != new:
+            if key == "data_fingerprint":
+                out.append(f"the benchmark table differs (fingerprint {str(old)[7:19]}... there, "
+                           f"{str(new)[7:19]}... now: another data folder, version or an "
+                           f"edited file; now read from {current.get('data_source') or '?'})")
+            elif key == "inputs_fingerprint":
+                out.append("the real-image batch differs (another CIFAR-10 copy)")
+            else:
+                out.append(f"{key}: {old!r} there, {new!r} now")
+    return out
+
+
+def check_architectures(frame: pd.DataFrame, table: pd.DataFrame, where: object) -> None:
+    """Every row's ``arch`` must be the architecture its index has in ``table``: a score is
+    never attached to whatever architecture an index names today.  SettingsMismatch if not."""
+    if frame.empty:
+        return
+    index = frame["index"].to_numpy()
+    outside = (index < 0) | (index >= len(table))
+    if outside.any():
+        bad = int(index[outside][0])
+        raise SettingsMismatch(f"{where}: index {bad} is outside the benchmark (0.."
+                               f"{len(table) - 1}); these scores are for another benchmark")
+    expected = table["arch"].to_numpy()[index].astype(str)
+    wrong = frame["arch"].to_numpy().astype(str) != expected
+    if wrong.any():
+        at = int(wrong.nonzero()[0][0])
+        n = len(set(index[wrong].tolist()))
+        raise SettingsMismatch(
+            f"{where}: {n:,} scored architecture(s) are not what their index names in the "
+            f"current table (e.g. index {int(index[at])}: {frame['arch'].iat[at]!r} there, "
+            f"{expected[at]!r} now); the data changed since they were scored")
+
+
+def adopt_journal(path: str | os.PathLike, job: ScoringJob, *,
+                  scores_path: str | os.PathLike | None = None,
+                  recorded: dict | None = None) -> str:
+    """Convert a zcproxy 0.1 journal (no settings record, no arch per row) for ``job``, after
+    checking that every score belongs to the architecture its index names today.
+
+    0.1 journals do not say which architecture a row was for, so the evidence is the
+    ``scores.csv`` written beside it (index, arch, accuracy per architecture): every journal
+    index must be there, with the current table's architecture string and accuracy.
+    ``recorded`` is the folder's old run.json, whose benchmark, dataset, seed and batch size
+    must be ``job``'s; without one, ``job``'s settings are assumed, and the report says so.
+    On success the journal is rewritten atomically with the settings line and an arch column
+    (scores unchanged, byte for byte); returns what was done, one line.  A journal that
+    already records its settings is only checked.
+    """
+    from .journal import read_journal, write_journal
+    path = Path(path)
+    if not path.exists():
+        raise JournalError(f"--adopt: {path} does not exist; there is nothing to adopt")
+    settings, bench = run_settings(job)
+    table = bench.table(job.dataset)
+    old_settings, frame = read_journal(path)
+    if old_settings is not None:
+        clash = settings_differences(old_settings, settings)
+        if clash:
+            raise SettingsMismatch(f"{path} holds scores made with other settings "
+                                   f"({'; '.join(clash)}); it cannot be adopted for this run")
+        check_architectures(frame, table, path)
+        return f"--adopt: {path} already records its settings and architectures; nothing to do"
+    if recorded is not None:
+        clash = settings_differences(recorded, settings)
+        if clash:
+            raise SettingsMismatch(f"--adopt: the run.json beside {path.name} records other "
+                                   f"settings ({'; '.join(clash)}); these scores are not for "
+                                   "this run")
+        assumed = "its run.json agrees with this command"
+    else:
+        assumed = (f"no run.json: assumed it was scored as this command says (bench "
+                   f"{job.bench}, dataset {job.dataset}, seed {job.seed}, batch "
+                   f"{job.batch_size})")
+    scores_path = Path(scores_path) if scores_path is not None else path.with_name("scores.csv")
+    if not scores_path.exists():
+        raise JournalError(f"--adopt: {path} does not say which architecture each score is for, "
+                           f"and there is no {scores_path.name} beside it that does; it cannot "
+                           "be checked, so it cannot be adopted (--fresh rescores)")
+    try:
+        evidence = pd.read_csv(scores_path, usecols=["index", "arch", "accuracy"])
+    except (ValueError, pd.errors.ParserError) as err:
+        raise JournalError(f"--adopt: cannot read index, arch and accuracy from "
+                           f"{scores_path}: {err}") from None
+    evidence = evidence.drop_duplicates("index").set_index("index")
+    unknown = sorted(set(frame["index"]) - set(evidence.index))
+    if unknown:
+        raise JournalError(f"--adopt: {len(unknown):,} scored indices of {path} are not in "
+                           f"{scores_path} (e.g. {unknown[0]}), so their architecture cannot be "
+                           "checked; --fresh rescores")
+    frame["arch"] = evidence["arch"].astype(str).reindex(frame["index"]).to_numpy()
+    check_architectures(frame, table, scores_path)
+    index = evidence.index.to_numpy()
+    if (index < 0).any() or (index >= len(table)).any():
+        check_architectures(evidence.reset_index(), table, scores_path)
+    now = table["accuracy"].to_numpy()[index]
+    then = evidence["accuracy"].to_numpy(dtype=float)
+    differ = ~np.isclose(then, now, rtol=1e-12, atol=0, equal_nan=True)
+    if differ.any():
+        at = int(differ.nonzero()[0][0])
+        raise SettingsMismatch(f"--adopt: the accuracy {scores_path} records differs from the "
+                               f"current table at {int(differ.sum()):,} architecture(s) (e.g. "
+                               f"index {int(index[at])}: {then[at]!r} there, {now[at]!r} now); "
+                               "the data changed since; --fresh rescores")
+    versions, checked = _check_definitions(frame, job)
+    frame["version"] = frame["proxy"].map(versions).fillna("")
+    rows = frame[["index", "arch", "proxy", "version", "score", "seconds", "error"]]
+    write_journal(path, settings, rows.itertuples(index=False, name=None))
+    return (f"--adopt: converted {path} ({len(frame):,} scores of "
+            f"{frame['index'].nunique():,} architectures, unchanged); every index checked "
+            f"against the current {job.bench} table through {scores_path.name} (architecture "
+            f"and accuracy equal); {assumed}; {checked}; it now records its settings and data "
+            f"fingerprint {settings['data_fingerprint'][:19]}...")
+
+
+def _check_definitions(frame: pd.DataFrame, job: ScoringJob,
+                       per_proxy: int = 2) -> tuple[dict[str, str], str]:
+    """Which definition each proxy's legacy scores are of, found by rescoring a few.
+
+    A 0.1 journal does not say which version of a proxy it holds.  ``per_proxy`` of its scored
+    architectures are scored again here; a proxy whose scores come out the same (relative
+    1e-6: thread counts may move the last bits) gets its current version, any other gets none,
+    so the run rescores it instead of mixing two definitions.  Returns (versions, one phrase).
+    """
+    known = proxy_versions(list(dict.fromkeys(frame["proxy"])))
+    scored = frame[(frame["error"] == "") & frame["proxy"].isin(known)]
+    chosen = {p: rows["index"].head(per_proxy).tolist()
+              for p, rows in scored.groupby("proxy", sort=False)}
+    if not chosen:
+        return {}, "no score to check the proxies' definitions with"
+    worker = Worker(replace(job, proxies=tuple(chosen), proxy_options={
+        p: o for p, o in job.proxy_options.items() if p in chosen}))
+    recorded = scored.set_index(["index", "proxy"])["score"]
+    arch = scored.drop_duplicates("index").set_index("index")["arch"]
+    again = {}
+    for index in sorted({i for idx in chosen.values() for i in idx}):
+        wanted = tuple(p for p, idx in chosen.items() if index in idx)
+        for _, _, proxy, _, value, _, _ in worker.score((index, arch[index], wanted)):
+            again[(index, proxy)] = value
+    versions, differ = {}, []
+    for proxy, idx in chosen.items():
+        pairs = [(again[(i, proxy)], recorded[(i, proxy)]) for i in idx]
+        if all(np.isclose(a, b, rtol=1e-6, atol=0) for a, b in pairs):
+            versions[proxy] = known[proxy]
+        else:
+            new, old = next((a, b) for a, b in pairs if not np.isclose(a, b, rtol=1e-6, atol=0))
+            differ.append(f"{proxy} ({old!r} there, {new!r} now)")
+    phrase = (f"rescored {len(again):,} scores to check each proxy's definition: "
+              f"{len(versions)} match their current version")
+    if differ:
+        phrase += (f", {len(differ)} do not and will be rescored: {', '.join(differ)}")
+    return versions, phrase
+
+
+# ----------------------------------------------------------------------- workers
 class Worker:
     """Per-process state: the benchmark tables and the real-data batch, loaded once."""
 
@@ -66,19 +375,26 @@ class Worker:
         # Load the tables now: an adapter that reads them lazily inside the first seeded build
         # could draw from the seeded RNG stream (NATS-tss computes its cost tables by building
         # networks), and the first architecture a worker scores would get other weights.
-        self.bench.table(job.dataset)
+        self.arches = self.bench.table(job.dataset)["arch"].to_numpy()
         self.proxies = resolve_proxies({p: job.proxy_options.get(p, {}) for p in job.proxies})
+        self.versions = {p.name: p.version for p, _ in self.proxies}
         self.inputs = self.targets = None
         if any(p.needs_data for p, _ in self.proxies):
-            from .data import cifar10_batch
-            self.inputs, self.targets = cifar10_batch(job.batch_size, seed=job.seed,
-                                                      root=job.data_dir, device=job.device)
+            self.inputs, self.targets, self.inputs_source = job_batch(job, self.bench,
+                                                                      job.device)
         if job.tune_malloc:  # after loading: the loaders' big temporaries go back to the OS
             tune_allocator()
 
     def score(self, task: Task) -> list[Row]:
-        index, wanted = task
-        rows = []
+        """One row per proxy wanted.  Each proxy is scored on its own: one that raises is
+        recorded with its error and never marks the others failed."""
+        index, arch, wanted = task
+        mine = str(self.arches[index]) if 0 <= index < len(self.arches) else None
+        if mine != arch:  # e.g. a Ray node or a spawned worker reading another data folder
+            return [(index, arch, p, self.versions.get(p, ""), math.nan, 0.0,
+                     f"{ENVIRONMENT}this worker's {self.job.bench} table names index {index} "
+                     f"{mine!r}, not {arch!r} (another data folder or version)") for p in wanted]
+        start = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.job.arch_seed(index))
@@ -92,20 +408,53 @@ class Worker:
                                # random-numbers artefact that moved ES's τ on NATS-sss from
                                # ≈0 to -0.41 (float64 draws) or +0.11 (float32 draws).
                                seed=self.job.arch_seed(index))
-            todo = [(p, o) for p, o in self.proxies if p.name in wanted]
-            for name, value, seconds, reason in score_timed(ctx, todo, nonfinite="keep"):
-                error = "" if math.isfinite(value) else (
-                    f"undefined ({value}): {reason}" if reason else f"non-finite score {value}")
-                rows.append((index, name, value, seconds, error))
-        except Exception as err:  # recorded per architecture, never swallowed silently
-            done = {r[1] for r in rows}
-            message = f"{type(err).__name__}: {err}".replace("\n", " ")[:500]
-            rows += [(index, p, math.nan, 0.0, message) for p in wanted if p not in done]
-            if os.environ.get("ZCPROXY_DEBUG"):
-                traceback.print_exc()
+        except Exception as err:  # no network, no proxy: each is recorded with the reason
+            message = describe_failure(err)
+            return [(index, arch, p, self.versions.get(p, ""), math.nan,
+                     time.perf_counter() - start, message) for p in wanted]
+        rows = []
+        for proxy, options in self.proxies:
+            if proxy.name not in wanted:
+                continue
+            start = time.perf_counter()
+            try:
+                (result,) = score_timed(ctx, [(proxy, options)], nonfinite="keep")
+            except Exception as err:  # this proxy only; the next one still runs
+                rows.append((index, arch, proxy.name, proxy.version, math.nan,
+                             time.perf_counter() - start, describe_failure(err)))
+                continue
+            value, reason = result.value, result.reason
+            error = "" if math.isfinite(value) else (
+                f"undefined ({value}): {reason}" if reason else f"non-finite score {value}")
+            rows.append((index, arch, proxy.name, proxy.version, value, result.seconds, error))
         return rows
 
 
+# Messages of failures that come from the machine, not from the architecture being scored.
+_ENVIRONMENT_PATTERNS = ("out of memory", "cuda", "gpu", "not compiled with", "mps backend",
+                         "can't allocate memory", "cannot allocate memory", "allocator",
+                         "nccl", "cudnn", "driver")
+
+
+def is_environment_failure(err: BaseException) -> bool:
+    """Whether ``err`` says the machine could not score (no device, out of memory, a file
+    system error) rather than that this architecture cannot be scored: such failures are
+    retried on the next run instead of being recorded for good."""
+    if isinstance(err, (MemoryError, OSError)):
+        return True
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(err, oom):
+        return True
+    text = f"{type(err).__name__} {err}".lower()
+    return any(p in text for p in _ENVIRONMENT_PATTERNS)
+
+
+def describe_failure(err: BaseException) -> str:
+    """The journal's one-line record of an exception, marked if the machine caused it."""
+    if os.environ.get("ZCPROXY_DEBUG"):
+        traceback.print_exception(err)
+    message = f"{type(err).__name__}: {err}".replace("\n", " ")[:500]
+    return ENVIRONMENT + message if is_environment_failure(err) else message
 _MALLOC_TUNED = False
 
 
@@ -135,18 +484,21 @@ def tune_allocator() -> bool:
 
 
 def pending_tasks(indices: Sequence[int], proxies: Sequence[str],
-                  done: set[tuple[int, str]]) -> list[Task]:
-    """(index, proxies still missing) for every architecture with work left, in order."""
+                  done: set[tuple[int, str]], arches: Sequence[str]) -> list[Task]:
+    """(index, its arch, proxies still missing) for every architecture with work left, in
+    order; ``arches`` is the benchmark's arch column."""
     tasks = []
     for index in indices:
         missing = tuple(p for p in proxies if (int(index), p) not in done)
         if missing:
-            tasks.append((int(index), missing))
+            tasks.append((int(index), str(arches[int(index)]), missing))
     return tasks
 
 
 def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.PathLike, *,
-                workers: int = 1, progress: bool = True, executor=None) -> pd.DataFrame:
+                workers: int = 1, progress: bool = True, executor=None,
+                retry_failed: bool = False,
+                notify: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Score ``indices`` into the journal, skipping what it already holds; returns the journal.
 
     Where the work runs is an :class:`~zcproxy.executors.Executor`: by default this process
@@ -155,14 +507,39 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
     ``executor=RayExecutor(...)`` for a Ray cluster.  Rows are journaled as each architecture
     (or chunk, on Ray) comes back, so an interrupted run loses at most the work in flight.
     An executor passed in is left open for reuse; one made here is closed.
+
+    An existing journal is reused only if it was scored with the same settings and for the
+    same data (:class:`SettingsMismatch` otherwise, naming the difference) and each of its rows
+    names the architecture its index has now.  Environment failures are scored again, and
+    architecture failures too with ``retry_failed``.  ``notify`` receives one line saying what
+    was reused or retried.
     """
     from .executors import make_executor
+    settings, bench = run_settings(job)
+    table = bench.table(job.dataset)
+    indices = [int(i) for i in indices]
     own = executor is None
     if own:
         executor = make_executor("local", workers=workers)
     try:
-        with Journal(journal_path) as journal:
-            tasks = pending_tasks(indices, job.proxies, journal.done())
+        with Journal(journal_path, settings) as journal:
+            if journal.legacy:
+                raise JournalError(
+                    f"{journal.path} was written by zcproxy 0.1: it has no settings record and "
+                    "no architecture per row, so its scores cannot be checked against the "
+                    "current data; `--adopt` checks and converts it, `--fresh` rescores")
+            clash = settings_differences(journal.settings, settings)
+            if clash:
+                raise SettingsMismatch(f"{journal.path} holds scores made with other settings "
+                                       f"({'; '.join(clash)}); use another --out folder, or "
+                                       "--fresh to rescore")
+            frame = journal.read()
+            check_architectures(frame, table, journal.path)
+            versions = proxy_versions(job.proxies)
+            done = journal.done(retry_failed, versions)
+            tasks = pending_tasks(indices, job.proxies, done, table["arch"].to_numpy())
+            if notify is not None:
+                _note_reuse(notify, frame, indices, tasks, journal.path, retry_failed, versions)
             bar = tqdm(total=len(indices), initial=len(indices) - len(tasks), unit="arch",
                        desc=f"{job.bench} {','.join(job.proxies)}", disable=not progress,
                        dynamic_ncols=True)
@@ -175,6 +552,58 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
     finally:
         if own:
             executor.close()
+
+
+def proxy_versions(names: Sequence[str]) -> dict[str, str]:
+    """The current definition version of each proxy this process knows (plug-ins that only
+    the workers import are left out: their rows are taken as they are)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = get_proxy(name).version
+        except KeyError:
+            pass
+    return versions
+
+
+def split_stale(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(rows of the current definition of their proxy, {proxy: what was left out}).
+
+    A table must not show scores of an old definition under a proxy's name, nor mix two: rows
+    of another version (of a proxy this run did not rescore) are left out, and said so.
+    """
+    versions = proxy_versions(list(dict.fromkeys(frame["proxy"])))
+    current = frame["proxy"].map(versions)
+    old = current.notna() & (frame["version"] != current)
+    stale = {}
+    for proxy, rows in frame[old].groupby("proxy"):
+        found = ", ".join(sorted(set(rows["version"].replace("", "unknown"))))
+        stale[proxy] = (f"{len(rows):,} scores of definition version {found}, now "
+                        f"{versions[proxy]}")
+    return frame[~old].reset_index(drop=True), stale
+
+
+def _note_reuse(notify: Callable[[str], None], frame: pd.DataFrame, indices: list[int],
+                tasks: list[Task], path: os.PathLike, retry_failed: bool,
+                versions: dict[str, str]) -> None:
+    touched = {i for i, _, _ in tasks}
+    reused = len(({int(i) for i in frame["index"]} & set(indices)) - touched)
+    if reused:
+        notify(f"reusing {reused:,} scored architectures from {path}"
+               + (f" ({len(touched):,} still to score)" if touched else ""))
+    kinds = frame["error"].map(error_kind)
+    retried = frame[kinds.isin(("environment", "failed") if retry_failed else ("environment",))
+                    & frame["index"].isin(touched)]
+    if len(retried):
+        notify(f"retrying {retried['index'].nunique():,} architectures whose scoring failed "
+               f"(e.g. index {int(retried['index'].iat[0])}: {retried['error'].iat[0][:120]})")
+    current = frame["proxy"].map(versions)
+    outdated = frame[current.notna() & (frame["version"] != current)
+                     & frame["index"].isin(touched)]
+    for proxy, rows in outdated.groupby("proxy"):
+        notify(f"rescoring {len(rows):,} {proxy} scores recorded under definition version "
+               f"{', '.join(sorted(set(rows['version'].replace('', 'unknown'))))} (now "
+               f"{versions[proxy]})")
 
 
 def wide_scores(journal: pd.DataFrame, bench, dataset: str, proxies: Sequence[str],

@@ -3,7 +3,16 @@
 Proxies never touch the caller's model: :func:`prepare` deep-copies it and applies a
 :class:`Recipe` (suppress normalisation, swap activations for ReLU, re-initialise with a seed,
 take |weights|, cast, move, set the mode).  :func:`capture_activations` is the single way to
-observe "the activations" of any network, via forward hooks on activation modules.
+observe "the activations" of any network, via forward hooks on activation modules, and
+:func:`activation_census` counts the activation calls of a forward at the aten level, so that
+activations the hooks cannot see (functional ``F.gelu``, or an activation lost in surgery) are
+detected instead of silently scored as a smaller network.
+
+Fused normalisation + activation modules (timm's ``BatchNormAct2d``, ``GroupNormAct``,
+``LayerNormAct``, ... used inside ``ConvNormAct`` and most of timm's CNNs and hybrids) are norm
+subclasses that apply their ``drop`` and ``act`` children after normalising.  Suppressing the
+norm keeps those children (:class:`SuppressedNorm`); swapping activations reaches the ``act``
+child like any other activation module.
 """
 from __future__ import annotations
 
@@ -11,12 +20,14 @@ import contextlib
 import copy
 import functools
 import itertools
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
@@ -38,8 +49,22 @@ ACTIVATION_NAMES = frozenset({
 })
 
 
+# Normalisation classes of other libraries that do not subclass torch's norms, matched by the
+# names in their class hierarchy (so subclasses such as timm's RmsNormAct count too): timm's
+# RMS and "simple" norms, torchvision's and timm's frozen BatchNorms.
+NORM_NAMES = frozenset({
+    "RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32", "SimpleNorm", "SimpleNorm2d",
+    "SimpleNormFp32", "SimpleNorm2dFp32", "FrozenBatchNorm2d", "FrozenBatchNormAct2d",
+})
+
+
 def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, NORM_TYPES)
+    return _is_norm_class(type(module))
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_norm_class(cls: type) -> bool:
+    return issubclass(cls, NORM_TYPES) or any(c.__name__ in NORM_NAMES for c in cls.__mro__)
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -69,7 +94,7 @@ def prepare(model: nn.Module, recipe: Recipe, device: torch.device | str | None 
     else:
         clone = clone_module(model)
         if recipe.suppress_norm or recipe.relu:
-            replace_modules(clone, _Surgery(recipe, target).replacement)
+            replace_modules(clone, _Surgery(recipe, target).replace_in_place)
         if target is not None and _needs_move(clone, target):
             clone.to(target)
         if recipe.reinit_seed is not None:
@@ -92,12 +117,26 @@ class _Surgery:
     recipe: Recipe
     device: torch.device | None
 
-    def replacement(self, module: nn.Module) -> nn.Module | None:
+    def replacement(self, module: nn.Module, keep: Callable[[nn.Module], nn.Module]
+                    ) -> nn.Module | None:
+        """What stands for ``module`` in the copy, or None to keep (a copy of) it.  ``keep``
+        gives the transformed copy of a child that a suppressed fused norm keeps."""
         if self.recipe.suppress_norm and is_norm(module):
-            return nn.Identity()
+            return without_norm(module, keep)
         if self.recipe.relu and _needs_relu(module):
             return nn.ReLU()
         return None
+
+    def replace_in_place(self, module: nn.Module) -> nn.Module | None:
+        """:meth:`replacement` for the step-by-step path, where ``module`` is already a copy."""
+        return self.replacement(module, self._transform_in_place)
+
+    def _transform_in_place(self, module: nn.Module) -> nn.Module:
+        new = self.replace_in_place(module)
+        if new is not None:
+            return new
+        replace_modules(module, self.replace_in_place)
+        return module
 
     def copy(self, t: torch.Tensor | None, memo: dict, is_parameter: bool
              ) -> torch.Tensor | None:
@@ -219,10 +258,58 @@ def _clone_child(child: nn.Module | None, memo: dict, surgery: _Surgery | None
     if child is None:
         return None
     if surgery is not None and id(child) not in memo:
-        new = surgery.replacement(child)
+        new = surgery.replacement(child, lambda c: _clone_child(c, memo, surgery))
         if new is not None:
             return new  # replace_modules gives each occurrence of a shared module its own
     return _clone(child, memo, surgery)
+
+
+class SuppressedNorm(nn.Sequential):
+    """What is left of a fused normalisation + activation module once its normalisation is
+    suppressed: the children it applies after normalising (timm: ``drop`` then ``act``), in that
+    order and under their own names, so ``bn1.act`` is still ``bn1.act`` for hooks and tables."""
+
+
+def norm_tail(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The child modules a normalisation module applies after normalising, in order.
+
+    Recognised by behaviour rather than by class name: a norm (see :func:`is_norm`) with child
+    modules is a fused one, and its children are what it applies to the normalised tensor.  This
+    holds for every fused norm of timm 1.0 (``BatchNormAct2d``, ``SyncBatchNormAct``,
+    ``FrozenBatchNormAct2d``, ``GroupNormAct``, ``GroupNorm1Act``, ``LayerNormAct``,
+    ``LayerNormAct2d``, ``RmsNormAct`` and their Fp32 variants, timm/layers/norm_act.py), all
+    of which apply ``self.drop`` then ``self.act``.  They register them in that order, except
+    ``SyncBatchNormAct`` (``convert_sync_batchnorm`` sets ``act`` first), hence ``drop`` first.
+    Plain norms have no children and an empty tail.
+    """
+    children = [(name, child) for name, child in module.named_children() if child is not None]
+    return sorted(children, key=lambda item: item[0] != "drop")  # stable: otherwise as registered
+
+
+def without_norm(module: nn.Module, keep: Callable[[nn.Module], nn.Module] | None = None
+                 ) -> nn.Module:
+    """The stand-in for a suppressed normalisation module: ``nn.Identity`` for a plain norm; for
+    a fused norm + activation module, a :class:`SuppressedNorm` of its :func:`norm_tail`, so
+    that suppressing the norm never drops the activation applied after it.
+
+    ``keep`` maps each kept child to what goes into the stand-in (:func:`prepare` passes its
+    transformed copy; default: the child itself).  ``module`` is never modified.  Kept in-place
+    children (timm's fused norms default to ``inplace=True`` activations) become out-of-place
+    copies: once the norm is gone they would overwrite the norm's input, which the network may
+    still read (the shortcut of a pre-activation block, or autograd for Synflow's backward).
+    """
+    tail = norm_tail(module)
+    if not tail:
+        return nn.Identity()
+    kept = OrderedDict()
+    for name, child in tail:
+        new = keep(child) if keep is not None else child
+        if getattr(new, "inplace", False) is True:
+            if new is child:
+                new = clone_module(child)
+            new.inplace = False
+        kept[name] = new
+    return SuppressedNorm(kept)
 
 
 def replace_modules(model: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> int:
@@ -272,6 +359,23 @@ class NoActivationsError(ValueError):
     """The model has no activation modules for a proxy that reads activations."""
 
 
+# (model, activation-hook calls, forward calls of the model, the model's mode at the first one)
+ActivationCheck = Callable[[nn.Module, int, int, bool], None]
+_ACTIVATION_CHECKS: weakref.WeakKeyDictionary[nn.Module, ActivationCheck] = \
+    weakref.WeakKeyDictionary()
+
+
+def check_activation_calls(model: nn.Module, check: ActivationCheck) -> None:
+    """Have ``check(model, hook_calls, forwards, training)`` called at the end of every
+    :func:`capture_activations` block on ``model`` that ran ``model`` itself and ended normally.
+
+    :class:`~zcproxy.context.ProxyContext` registers every copy it prepares, so any proxy that
+    reads activations through :func:`capture_activations` is checked against the activation
+    calls of the caller's model (see :func:`activation_census`) without doing anything itself.
+    """
+    _ACTIVATION_CHECKS[model] = check
+
+
 @contextlib.contextmanager
 def capture_activations(model: nn.Module, on_output: Callable[[str, torch.Tensor], None]
                         ) -> Iterator[int]:
@@ -279,25 +383,132 @@ def capture_activations(model: nn.Module, on_output: Callable[[str, torch.Tensor
 
     A module applied several times fires once per application, so weight-shared activations
     count as separate layers, as they are in the computation.  Hooks are removed on exit even
-    if the forward fails.  Yields the number of hooked modules.
+    if the forward fails.  Yields the number of hooked modules.  If a check is registered for
+    ``model`` (:func:`check_activation_calls`), it runs when the block ends normally.
     """
     mods = activation_modules(model)
     if not mods:
         raise NoActivationsError(
             f"{type(model).__name__} has no activation modules (nn.ReLU, nn.GELU, ...); "
             "activations applied functionally (F.relu) are invisible to zcproxy's hooks")
-    handles = [m.register_forward_hook(_hook(name, on_output)) for name, m in mods]
+    calls = [0]
+    handles = [m.register_forward_hook(_hook(name, on_output, calls)) for name, m in mods]
+    check = _ACTIVATION_CHECKS.get(model)
+    modes: list[bool] = []  # the model's mode at each of its forward calls
+    if check is not None:
+        handles.append(model.register_forward_pre_hook(lambda m, _: modes.append(m.training)))
     try:
         yield len(mods)
     finally:
         for h in handles:
             h.remove()
+    if check is not None and modes:
+        check(model, calls[0], len(modes), modes[0])
 
 
-def _hook(name: str, on_output: Callable[[str, torch.Tensor], None]):
+def _hook(name: str, on_output: Callable[[str, torch.Tensor], None], calls: list[int]):
     def hook(_module, _inputs, output):
+        calls[0] += 1
         on_output(name, output)
     return hook
+
+
+aten = torch.ops.aten
+# Activation functions at the aten level, where functional calls (F.gelu, torch.relu,
+# x.relu_()) and module calls look the same.  ReLU6 and Hardtanh are aten.hardtanh, SELU is
+# aten.elu; gates (sigmoid, hardsigmoid, softmax, tanh) are not activations here, as in
+# ACTIVATION_TYPES.
+ACTIVATION_OPS = tuple(
+    getattr(aten, name).default for name in (
+        "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "hardswish", "hardswish_",
+        "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "celu", "celu_",
+        "mish", "mish_", "threshold", "threshold_", "_prelu_kernel", "rrelu_with_noise",
+        "rrelu_with_noise_")
+    if hasattr(aten, name))
+ACTIVATION_PACKETS = frozenset(f.overloadpacket for f in ACTIVATION_OPS)
+
+
+@dataclass(frozen=True)
+class ActivationCensus:
+    """The activation calls of one forward pass, as proxies' hooks can and cannot see them.
+
+    ``module_calls`` counts applications of activation modules (what
+    :func:`capture_activations` hooks see on an intact copy); ``functional`` counts aten
+    activation ops executed outside any activation module (``F.gelu`` in a block's
+    ``forward``), which no hook sees; ``sites`` says where the first of those were called.
+    """
+
+    module_calls: int
+    functional: int = 0
+    sites: tuple[str, ...] = ()
+
+    @property
+    def calls(self) -> int:
+        """Every activation call of the forward pass."""
+        return self.module_calls + self.functional
+
+
+class _FunctionalActivations(TorchDispatchMode):
+    """Counts aten activation ops while no activation module is running."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside = 0  # activation modules currently running
+        self.count = 0
+        self.sites: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.inside and getattr(func, "overloadpacket", None) in ACTIVATION_PACKETS:
+            self.count += 1
+            if len(self.sites) < 5:
+                self.sites.append(f"{func.overloadpacket.__name__} at {_caller()}")
+        return func(*args, **(kwargs or {}))
+
+
+def _caller() -> str:
+    """file:line of the innermost frame outside torch and this module (where F.gelu was called)."""
+    import os
+    import sys
+    frame = sys._getframe(2)
+    torch_dir = os.path.dirname(torch.__file__)
+    while frame is not None and (frame.f_code.co_filename.startswith(torch_dir)
+                                 or frame.f_code.co_filename == __file__):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
+
+
+def activation_census(model: nn.Module, run: Callable[[], object]) -> ActivationCensus:
+    """Count the activation calls while ``run()`` runs ``model`` (for example one forward).
+
+    Module calls are counted by hooks, functional ones by an aten-level dispatch mode that is
+    switched off while an activation module runs, so each call counts once: a ``GELUTanh``
+    module calling ``F.gelu`` is one module call, and a ``Swish`` module computing
+    ``x * sigmoid(x)`` (no aten activation op) is still one.  One pass costs one forward with
+    a Python-level dispatch of each op.
+    """
+    counter = _FunctionalActivations()
+    calls = 0
+
+    def enter(_module, _inputs):
+        counter.inside += 1
+
+    def leave(_module, _inputs, _output):
+        nonlocal calls
+        counter.inside -= 1
+        calls += 1
+
+    handles = []
+    for _, m in activation_modules(model):
+        handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
+    try:
+        with counter:
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return ActivationCensus(calls, counter.count, tuple(counter.sites))
 
 
 def weight_modules(model: nn.Module) -> Iterator[nn.Module]:
@@ -305,3 +516,105 @@ def weight_modules(model: nn.Module) -> Iterator[nn.Module]:
     for m in model.modules():
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight is not None:
             yield m
+
+
+def gaussian_init_(model: nn.Module, generator: torch.Generator, *,
+                   reset_running_stats: bool = True) -> None:
+    """ZenNAS's initialisation, in place (idstcv/ZenNAS, ZeroShotProxy/compute_zen_score.py,
+    ``network_weight_gaussian_init``): conv and linear weights ~ N(0, 1) and their biases 0;
+    affine normalisation scales 1 and shifts 0.  ``reset_running_stats`` also gives BatchNorm
+    the running statistics of a freshly built network (ZenNAS scores fresh networks).
+
+    Draws come from ``generator`` (a CPU one) in ``model.modules()`` order and are then copied
+    to each weight's device and dtype, so values do not depend on the device or the global RNG.
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                draw = torch.randn(m.weight.shape, generator=generator, dtype=torch.float32)
+                m.weight.copy_(draw)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif is_norm(m):
+                _reset_affine(m)
+                if reset_running_stats and isinstance(m, nn.modules.batchnorm._BatchNorm) \
+                        and m.track_running_stats:
+                    m.reset_running_stats()
+
+
+def kaiming_normal_init_(model: nn.Module, generator: torch.Generator, *,
+                         mode: str = "fan_in") -> None:
+    """He-normal initialisation with the ReLU gain, in place, as AZ-NAS and TE-NAS use it
+    (``nn.init.kaiming_normal_(w, mode=mode, nonlinearity="relu")``): conv and linear weights
+    ~ N(0, 2/fan) and their biases 0; affine normalisation scales 1 and shifts 0.
+
+    Draws come from ``generator`` (a CPU one) in ``model.modules()`` order and are then copied
+    to each weight's device and dtype, so values do not depend on the device or the global RNG.
+    """
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', not {mode!r}")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                w = m.weight
+                receptive = w[0][0].numel() if w.dim() > 2 else 1
+                fan = (w.shape[1] if mode == "fan_in" else w.shape[0]) * receptive
+                draw = torch.randn(w.shape, generator=generator, dtype=torch.float32)
+                w.copy_(draw * (2.0 / max(fan, 1)) ** 0.5)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif is_norm(m):
+                _reset_affine(m)
+
+
+_LAZY_CONV = {nn.Conv1d: nn.LazyConv1d, nn.Conv2d: nn.LazyConv2d, nn.Conv3d: nn.LazyConv3d}
+_LAZY_BN = {nn.BatchNorm1d: nn.LazyBatchNorm1d, nn.BatchNorm2d: nn.LazyBatchNorm2d,
+            nn.BatchNorm3d: nn.LazyBatchNorm3d}
+
+
+def narrow_copy(model: nn.Module, width: int, example: torch.Tensor, seed: int) -> nn.Module:
+    """A copy of ``model`` in which every convolution outputs ``width`` channels (TE-NAS counts
+    linear regions on such a "thin" network, width 1).
+
+    Each Conv1d/2d/3d becomes a lazy convolution with ``width`` outputs, the same kernel, stride,
+    padding and dilation, ``groups=1`` and an input width inferred from what reaches it; each
+    BatchNorm becomes a lazy BatchNorm; each Linear keeps its output size with a lazy input size.
+    Other normalisations (LayerNorm, GroupNorm, ...) fix a channel count and become identities.
+    Parameters are created by one forward pass of ``example`` (which may have a different
+    number of channels than the model's input), freshly initialised with the modules' default
+    initialisers under ``seed`` (the global RNG is forked).  Code that hard-wires channel counts
+    outside these modules (views, channel slicing) may not run on the narrowed copy.
+    """
+    if width < 1:
+        raise ValueError(f"width must be positive, got {width}")
+
+    def narrowed(m: nn.Module) -> nn.Module | None:
+        if type(m) in _LAZY_CONV:
+            return _LAZY_CONV[type(m)](width, m.kernel_size, stride=m.stride, padding=m.padding,
+                                       dilation=m.dilation, bias=m.bias is not None,
+                                       padding_mode=m.padding_mode)
+        if type(m) in _LAZY_BN:
+            return _LAZY_BN[type(m)](eps=m.eps, momentum=m.momentum, affine=m.affine,
+                                     track_running_stats=m.track_running_stats)
+        if type(m) is nn.Linear:
+            return nn.LazyLinear(m.out_features, bias=m.bias is not None)
+        if is_norm(m):  # a fused norm (timm's BatchNormAct2d) keeps its activation
+            return without_norm(m)
+        return None
+
+    clone = clone_module(model)
+    replace_modules(clone, narrowed)
+    clone.to(example.device)
+    devices = [example.device.index or 0] if example.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        clone(example)
+    return clone
+
+
+def _reset_affine(norm: nn.Module) -> None:
+    """Scale 1 and shift 0 for a normalisation layer's affine parameters (where it has them)."""
+    if isinstance(getattr(norm, "weight", None), torch.Tensor):
+        norm.weight.fill_(1.0)
+    if isinstance(getattr(norm, "bias", None), torch.Tensor):
+        norm.bias.zero_()

@@ -7,29 +7,17 @@ constructing an adapter never reads a file, the first lookup does.
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence
+import operator
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-# Picks the tensor a proxy should treat as "the output" from whatever forward() returned.
-OutputSelector = Callable[[object], torch.Tensor]
-
-
-def logits_only(output: object) -> torch.Tensor:
-    """Output selector for networks that return a bare tensor."""
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"expected the model to return a tensor, got {type(output).__name__}")
-    return output
-
-
-def last_of_tuple(output: object) -> torch.Tensor:
-    """Output selector for NATS-Bench networks, whose forward returns ``(features, logits)``."""
-    if not isinstance(output, (tuple, list)) or not isinstance(output[-1], torch.Tensor):
-        raise TypeError(f"expected a (features, logits) tuple, got {type(output).__name__}")
-    return output[-1]
+# Output selectors belong to the core (the core never imports nasbench/); re-exported here for
+# code that imported them from this module.
+from ..context import OutputSelector, last_of_tuple, logits_only  # noqa: F401
 
 
 class BenchmarkDataMissing(FileNotFoundError):
@@ -102,7 +90,51 @@ class Benchmark(abc.ABC):
             raise ValueError(f"sample size must be positive, got {n}")
         return np.random.default_rng(seed).permutation(total)[:n].tolist()
 
+    # ------------------------------------------------------------------ search genome
+    # What a benchmark search (``zcproxy.search.bench``) walks the space with.  A genome is a
+    # hashable value of the adapter's choosing (a tuple of choices); every genome these methods
+    # return names an architecture the benchmark holds.  None of them reads accuracy.
+    def genome(self, index: int) -> tuple:
+        """The genome of architecture ``index``."""
+        raise NotImplementedError(f"{self.name} offers no search genome")
+
+    def genome_index(self, genome: tuple) -> int:
+        """Index of the architecture a genome denotes; ValueError if the benchmark lacks it."""
+        raise NotImplementedError(f"{self.name} offers no search genome")
+
+    def is_valid_genome(self, genome: tuple) -> bool:
+        """True if ``genome`` is well formed and names an architecture of the benchmark."""
+        try:
+            self.genome_index(genome)
+        except (ValueError, TypeError, IndexError):
+            return False
+        return True
+
+    def random_genome(self, rng) -> tuple:
+        """A uniformly drawn architecture of the benchmark (``rng`` is a ``random.Random``)."""
+        return self.genome(rng.randrange(len(self)))
+
+    def mutate_genome(self, genome: tuple, rng, mutations: int = 1) -> tuple:
+        """``mutations`` point changes of ``genome``: a valid architecture other than it."""
+        raise NotImplementedError(f"{self.name} offers no search genome")
+
+    def crossover_genomes(self, a: tuple, b: tuple, rng) -> tuple:
+        """A valid child taking each gene from ``a`` or ``b`` (uniform crossover)."""
+        raise NotImplementedError(f"{self.name} offers no search genome")
+
+    def genome_vector(self, genome: tuple) -> np.ndarray:
+        """The genome as a vector of categorical codes: Hamming distance between two vectors
+        counts the point mutations between the genomes (used to project onto a sample)."""
+        raise NotImplementedError(f"{self.name} offers no search genome")
+
     def _check_index(self, index: int) -> int:
-        if not 0 <= int(index) < len(self):
+        # operator.index accepts Python and numpy integers and refuses 3.7 (which int() would
+        # silently turn into architecture 3) and "3".
+        try:
+            position = operator.index(index)
+        except TypeError:
+            raise TypeError(f"{self.name} architectures are numbered by integers, not "
+                            f"{index!r}") from None
+        if not 0 <= position < len(self):
             raise IndexError(f"{self.name} has architectures 0..{len(self) - 1}, not {index}")
-        return int(index)
+        return position

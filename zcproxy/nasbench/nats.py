@@ -31,8 +31,9 @@ from torch import nn
 
 from ..paths import ENV_VAR, data_dir_candidates, find_in_data_dir
 from .base import Benchmark, BenchmarkDataMissing, last_of_tuple
-from .cells import (OP_NAMES, count_flops, count_parameters, parse_sss_channels, parse_tss_arch,
-                    sss_arch, sss_index, sss_network, tss_network)
+from .cells import (OP_NAMES, SSS_CHANNEL_CHOICES, count_flops, count_parameters,
+                    parse_sss_channels, parse_tss_arch, sss_arch, sss_index, sss_network,
+                    tss_network)
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "ImageNet16-120": 120}
 RESOLUTION = {"cifar10": 32, "cifar100": 32, "ImageNet16-120": 16}
@@ -49,7 +50,10 @@ def torch_home() -> Path:
 
 
 def _is_official_source(path: Path) -> bool:
-    return path.is_file() or (path.is_dir() and (path / "meta.pickle.pbz2").is_file())
+    """A fast-mode folder (with meta.pickle.pbz2) or a single .pickle.pbz2 / .pickle file."""
+    if path.is_file():
+        return path.name.endswith((".pickle.pbz2", ".pickle"))
+    return path.is_dir() and (path / "meta.pickle.pbz2").is_file()
 
 
 def _record_file(archive_dir: Path, index: int) -> Path | None:
@@ -103,6 +107,43 @@ class _NatsBenchmark(Benchmark):
         return self._network(self.arch(index), NUM_CLASSES[dataset]).to(device)
 
     def _network(self, arch: str, num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ search genome
+    # Both spaces are a fixed number of positions with the same choices at each, and every
+    # combination is an architecture of the benchmark: a genome is the tuple of choices (tss:
+    # the six edges' op names in the cell string's order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2;
+    # sss: the five widths).  A mutation changes ``mutations`` distinct positions, each to
+    # another choice drawn uniformly; a crossover takes each position from either parent.
+    genome_choices: tuple = ()
+
+    def genome(self, index: int) -> tuple:
+        return self._genome_of_arch(self.arch(index))
+
+    def genome_index(self, genome: tuple) -> int:
+        return self.index_of(self._arch_of_genome(genome))
+
+    def mutate_genome(self, genome: tuple, rng, mutations: int = 1) -> tuple:
+        self.genome_index(genome)  # ValueError for a genome of another space
+        if isinstance(mutations, bool) or not 1 <= int(mutations) <= len(genome):
+            raise ValueError(f"mutations={mutations!r}: a {self.name} genome has "
+                             f"{len(genome)} positions")
+        child = list(genome)
+        for position in rng.sample(range(len(child)), int(mutations)):
+            child[position] = rng.choice([c for c in self.genome_choices if c != child[position]])
+        return tuple(child)
+
+    def crossover_genomes(self, a: tuple, b: tuple, rng) -> tuple:
+        self.genome_index(a), self.genome_index(b)
+        return tuple(x if rng.randrange(2) else y for x, y in zip(a, b))
+
+    def genome_vector(self, genome: tuple) -> np.ndarray:
+        return np.array([self.genome_choices.index(c) for c in genome], dtype=np.int64)
+
+    def _genome_of_arch(self, arch: str) -> tuple:
+        raise NotImplementedError
+
+    def _arch_of_genome(self, genome: tuple) -> str:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ official records
@@ -161,6 +202,13 @@ class _NatsBenchmark(Benchmark):
 
     def _official_api(self) -> tuple[Any, Path]:
         if self._api is None:
+            given = self.official_path
+            if given is not None and given.exists() and not _is_official_source(given):
+                raise ValueError(
+                    f"official_path {given} is not an official NATS-Bench source: that is a "
+                    f"{self.official_base}-simple folder holding meta.pickle.pbz2, or the single "
+                    f"file {self.official_base}.pickle.pbz2 (a compact CSV belongs in the data "
+                    f"folder as {self.csv_relative}, read without official_path)")
             path = self._find_official()
             if path is None:
                 raise BenchmarkDataMissing(f"official {self.name} files",
@@ -216,10 +264,16 @@ class _NatsBenchmark(Benchmark):
                                                               np.arange(self.num_archs)):
             raise ValueError(f"{path} must hold the {self.num_archs} {self.name} architectures "
                              f"in index order 0..{self.num_archs - 1}; it has {len(frame)} rows")
-        for column in self._csv_accuracy.values():
+        for column in [*self._csv_accuracy.values(), *self._csv_extra_columns()]:
             if frame[column].isna().any():
                 bad = int(frame.index[frame[column].isna()][0])
                 raise ValueError(f"{path}: column {column} is empty at index {bad}")
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():  # a cell such as "abc": say where, not just "cannot convert"
+                bad = int(frame.index[values.isna()][0])
+                raise ValueError(f"{path}: column {column} holds {frame[column].iat[bad]!r} at "
+                                 f"index {bad}, not a number")
+            frame[column] = values
         frame["arch"] = frame["arch"].astype(str)
         return frame
 
@@ -322,6 +376,16 @@ class NatsSss(_NatsBenchmark):
     def _network(self, arch: str, num_classes: int) -> nn.Module:
         return sss_network(arch, num_classes)
 
+    genome_choices = SSS_CHANNEL_CHOICES
+
+    def _genome_of_arch(self, arch: str) -> tuple:
+        return parse_sss_channels(arch)
+
+    def _arch_of_genome(self, genome: tuple) -> str:
+        if not isinstance(genome, tuple):
+            raise ValueError(f"a {self.name} genome is a tuple of 5 widths, not {genome!r}")
+        return ":".join(str(c) for c in genome)
+
     def _csv_extra_columns(self) -> list[str]:
         return [f"{kind}_M_{suffix}" for suffix in self._csv_cost_suffix.values()
                 for kind in ("params", "flops")]
@@ -369,6 +433,18 @@ class NatsTss(_NatsBenchmark):
 
     def _network(self, arch: str, num_classes: int) -> nn.Module:
         return tss_network(arch, num_classes)
+
+    genome_choices = OP_NAMES
+
+    def _genome_of_arch(self, arch: str) -> tuple:
+        return tuple(op for node in parse_tss_arch(arch) for op, _ in node)
+
+    def _arch_of_genome(self, genome: tuple) -> str:
+        if not isinstance(genome, tuple) or len(genome) != 6 or not all(
+                op in OP_NAMES for op in genome):
+            raise ValueError(f"a {self.name} genome is a tuple of 6 op names from "
+                             f"{', '.join(OP_NAMES)}, not {genome!r}")
+        return _tss_string(list(genome))
 
     def _check_arches(self, arches: list[str], where: Path) -> np.ndarray:
         """Validates every cell string and returns their op matrix (see :func:`tss_op_matrix`)."""

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from zcproxy.atomic import atomic_write
 from zcproxy.nasbench.base import Benchmark, BenchmarkDataMissing
 from zcproxy.paths import find_in_data_dir
 
@@ -51,6 +52,9 @@ CSV_COLUMNS = ("index", "hash", "num_vertices", "adjacency_rows", "ops", "test_a
 CACHE_ENV_VAR = "ZCPROXY_CACHE"
 # Bump when the cached table's columns or meaning change, so old caches are rebuilt.
 CACHE_FORMAT = 1
+
+# The space's limits (nasbench's config module_vertices / max_edges).
+MAX_VERTICES, MAX_EDGES = 7, 9
 
 # TF batch norm "momentum" 0.997 is the decay of the running average; PyTorch's momentum is the
 # weight of the new batch, so the equivalent is 1 - 0.997.
@@ -101,6 +105,34 @@ def _check_spec(matrix: np.ndarray, ops: Sequence[str]) -> None:
     bad = [op for op in ops[1:-1] if op not in CANONICAL_OPS]
     if bad:
         raise ValueError(f"unknown NAS-Bench-101 op(s) {bad}; known: {list(CANONICAL_OPS)}")
+
+
+def _check_acyclic(matrix: np.ndarray, ops: Sequence[str]) -> None:
+    # A graph is acyclic iff its adjacency matrix is nilpotent: A^n = 0 for n vertices.
+    if np.linalg.matrix_power(matrix.astype(np.int64), len(ops)).any():
+        raise ValueError(f"invalid cell: its graph has a cycle ({format_arch(matrix, ops)!r}); "
+                         "NAS-Bench-101 cells are directed acyclic graphs")
+
+
+def check_buildable(matrix: np.ndarray, ops: Sequence[str]) -> None:
+    """ValueError (saying which rule) unless the spec is a NAS-Bench-101 cell as it stands:
+    at most 7 vertices and 9 edges, upper-triangular (so acyclic), every vertex on an
+    input→output path (the pruned form the benchmark stores)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    _check_spec(matrix, ops)
+    edges = int(matrix.sum())
+    if len(ops) > MAX_VERTICES or edges > MAX_EDGES:
+        raise ValueError(f"NAS-Bench-101 cells have at most {MAX_VERTICES} vertices and "
+                         f"{MAX_EDGES} edges; this one has {len(ops)} and {edges}")
+    if np.tril(matrix).any():
+        _check_acyclic(matrix, ops)
+        raise ValueError(f"NAS-Bench-101 cells need an upper-triangular adjacency, got "
+                         f"{matrix.tolist()} (relabel the vertices in topological order)")
+    pruned, _ = prune(matrix, ops)  # ValueError if the input does not reach the output
+    if len(pruned) != len(ops):
+        raise ValueError(f"invalid cell {format_arch(matrix, ops)!r}: some vertices are not on "
+                         "an input→output path; pass prune(matrix, ops) (the cell the "
+                         "benchmark stores) instead")
 
 
 def prune(matrix: np.ndarray | Sequence[Sequence[int]], ops: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -205,9 +237,7 @@ def build_network(matrix: np.ndarray, ops: Sequence[str], num_classes: int = 10,
     from nasbench_pytorch.model import Network
 
     matrix = np.asarray(matrix, dtype=np.int64)
-    _check_spec(matrix, ops)
-    if np.tril(matrix).any():
-        raise ValueError(f"NAS-Bench-101 cells need an upper-triangular adjacency, got {matrix.tolist()}")
+    check_buildable(matrix, ops)
     net = Network((matrix, list(ops)), num_labels=num_classes, stem_out_channels=stem_channels,
                   num_stacks=num_stacks, num_modules_per_stack=cells_per_stack, tf_like=tf_like_init)
     _strip_dummy_parameters(net)
@@ -228,6 +258,13 @@ def table_from_csv(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(CSV_COLUMNS)}")
     if not np.array_equal(df["index"].to_numpy(), np.arange(len(df))):
         raise ValueError(f"{path}: column 'index' must run 0..N-1 in order")
+    for column in ("test_acc_mean_108ep", "params", "num_vertices"):
+        values = pd.to_numeric(df[column], errors="coerce")
+        if values.isna().any():  # a cell such as "abc": say where, not just "cannot convert"
+            bad = int(values.isna().to_numpy().nonzero()[0][0])
+            raise ValueError(f"{path}: column {column} holds {df[column].iat[bad]!r} at index "
+                             f"{bad}, not a number")
+        df[column] = values
     return _standard_table(df, "test_acc_mean_108ep", valid_col=None)
 
 
@@ -325,9 +362,8 @@ def load_cached_table(source: Path, parse: Callable[[Path], pd.DataFrame],
             if not _dir_writable(folder):
                 errors.append(f"{folder}: not writable")
                 continue
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            pq.write_table(arrow, tmp)
-            os.replace(tmp, path)
+            with atomic_write(path, "wb") as fh:
+                pq.write_table(arrow, fh)
             return table, path
         except OSError as e:
             errors.append(f"{path}: {e}")
@@ -364,6 +400,11 @@ class NB101(Benchmark):
     def find_source(self) -> tuple[Path, Callable[[Path], pd.DataFrame]]:
         """The file the table comes from and its parser; BenchmarkDataMissing if there is none."""
         if self.official_path is not None:
+            if self.official_path.is_file() and not self.official_path.name.endswith(".tfrecord"):
+                raise ValueError(f"official_path {self.official_path} is not a .tfrecord file "
+                                 f"(the official NAS-Bench-101 file is nasbench_only108.tfrecord); "
+                                 f"the compact table belongs in the data folder as "
+                                 f"{CSV_RELATIVE}, read without official_path")
             if self.official_path.is_file():
                 return self.official_path, table_from_tfrecord
             raise BenchmarkDataMissing("NAS-Bench-101 official file", [self.official_path], HOW_TO_GET)
@@ -404,6 +445,14 @@ class NB101(Benchmark):
 
     def index_of_spec(self, matrix: np.ndarray | Sequence[Sequence[int]], ops: Sequence[str]) -> int:
         """Index of the cell a spec denotes (by module hash); ValueError if it is not in the table."""
+        matrix = np.asarray(matrix, dtype=np.int64)
+        _check_spec(matrix, ops)
+        _check_acyclic(matrix, ops)
+        pruned, kept = prune(matrix, ops)
+        if len(kept) > MAX_VERTICES or int(pruned.sum()) > MAX_EDGES:
+            raise ValueError(f"{format_arch(matrix, ops)!r} is not a cell of {self.name}: after "
+                             f"pruning it has {len(kept)} vertices and {int(pruned.sum())} edges "
+                             f"(at most {MAX_VERTICES} and {MAX_EDGES})")
         lookup = getattr(self, "_hash_lookup", None)
         if lookup is None:
             hashes = self.table(self.datasets[0])["hash"]
@@ -413,8 +462,8 @@ class NB101(Benchmark):
         try:
             return lookup[h]
         except KeyError:
-            raise ValueError(f"{format_arch(np.asarray(matrix), ops)!r} (hash {h}) is not a cell of "
-                             f"{self.name}: more than 7 vertices or 9 edges after pruning?") from None
+            raise ValueError(f"{format_arch(matrix, ops)!r} (hash {h}) is a valid cell but not "
+                             f"one of the {len(lookup):,} in this {self.name} table") from None
 
     # -- networks --------------------------------------------------------------------------
     def build(self, index: int, dataset: str = "cifar10",
@@ -424,3 +473,121 @@ class NB101(Benchmark):
             raise ValueError(f"NAS-Bench-101 has datasets {self.datasets}, not {dataset!r}")
         matrix, ops = self.spec(index)
         return build_network(matrix, ops, num_classes=10, tf_like_init=self.tf_like_init, device=device)
+
+    # -- search genome ---------------------------------------------------------------------
+    # A genome is a 7-vertex spec ``(rows, ops)``: the upper-triangular 0/1 adjacency as 7 row
+    # tuples, and the 7 vertex ops.  Cells stored with fewer vertices are padded with
+    # unconnected conv3x3 vertices before the output (pruning removes them again, so the padded
+    # spec hashes to the same cell); later mutations may connect them.  The index comes from the
+    # isomorphism-invariant module hash, so every spelling of a cell maps to its one entry, and
+    # a spec the benchmark lacks (the input does not reach the output, more than 9 edges after
+    # pruning) is invalid.  A point mutation flips one of the 21 possible edges or changes one of
+    # the 5 interior ops (26 sites, uniform); a mutant is drawn again until it is valid and
+    # another cell than its parent, a crossover child (each site from either parent) until valid.
+    def genome(self, index: int) -> tuple:
+        matrix, ops = self.spec(index)
+        return pad_genome(matrix, ops)
+
+    def genome_index(self, genome: tuple) -> int:
+        # Memoised (hashing a cell costs ~0.3 ms; a search asks about the same genomes often).
+        cache = self.__dict__.setdefault("_genome_cache", {})
+        try:
+            index = cache.get(genome)
+        except TypeError:  # unhashable: not a genome; genome_spec says why
+            index = None
+        if index is None:
+            try:
+                matrix, ops = genome_spec(genome)
+                index = self.index_of_spec(matrix, ops)
+            except ValueError as err:
+                index = str(err)
+            if len(cache) > 200_000:
+                cache.clear()
+            try:
+                cache[genome] = index
+            except TypeError:
+                pass
+        if isinstance(index, str):
+            raise ValueError(index)
+        return index
+
+    def mutate_genome(self, genome: tuple, rng, mutations: int = 1) -> tuple:
+        parent = self.genome_index(genome)
+        if isinstance(mutations, bool) or not 1 <= int(mutations) <= len(GENOME_SITES):
+            raise ValueError(f"mutations={mutations!r}: a genome has {len(GENOME_SITES)} sites")
+        for _ in range(GENOME_ATTEMPTS):
+            rows, ops = [list(r) for r in genome[0]], list(genome[1])
+            for site in rng.sample(range(len(GENOME_SITES)), int(mutations)):
+                kind, where = GENOME_SITES[site]
+                if kind == "edge":
+                    rows[where[0]][where[1]] ^= 1
+                else:
+                    ops[where] = rng.choice([op for op in CANONICAL_OPS if op != ops[where]])
+            child = (tuple(tuple(r) for r in rows), tuple(ops))
+            try:
+                if self.genome_index(child) != parent:
+                    return child
+            except ValueError:
+                continue
+        raise RuntimeError(f"no valid mutant of {format_arch(*genome_spec(genome))!r} in "
+                           f"{GENOME_ATTEMPTS} draws")
+
+    def crossover_genomes(self, a: tuple, b: tuple, rng) -> tuple:
+        """Each edge and interior op from either parent; ``a`` itself if no mix is valid."""
+        self.genome_index(a), self.genome_index(b)
+        for _ in range(GENOME_ATTEMPTS):
+            rows = [list(r) for r in a[0]]
+            ops = list(a[1])
+            for kind, where in GENOME_SITES:
+                if rng.randrange(2):
+                    continue
+                if kind == "edge":
+                    rows[where[0]][where[1]] = b[0][where[0]][where[1]]
+                else:
+                    ops[where] = b[1][where]
+            child = (tuple(tuple(r) for r in rows), tuple(ops))
+            if self.is_valid_genome(child):
+                return child
+        return a
+
+    def genome_vector(self, genome: tuple) -> np.ndarray:
+        rows, ops = genome
+        return np.array([rows[w[0]][w[1]] if kind == "edge" else CANONICAL_OPS.index(ops[w])
+                         for kind, w in GENOME_SITES], dtype=np.int64)
+
+
+GENOME_VERTICES = 7
+GENOME_ATTEMPTS = 1000
+# The 21 upper-triangular edges (i, j), then the 5 interior vertices whose op can change.
+GENOME_SITES: tuple = tuple([("edge", (i, j)) for i in range(GENOME_VERTICES)
+                             for j in range(i + 1, GENOME_VERTICES)]
+                            + [("op", v) for v in range(1, GENOME_VERTICES - 1)])
+
+
+def pad_genome(matrix: np.ndarray | Sequence[Sequence[int]], ops: Sequence[str]) -> tuple:
+    """The 7-vertex genome of a spec: unconnected conv3x3 vertices inserted before the output."""
+    m = np.asarray(matrix, dtype=np.int64)
+    n = len(ops)
+    if n > GENOME_VERTICES:
+        raise ValueError(f"a NAS-Bench-101 cell has at most {GENOME_VERTICES} vertices, not {n}")
+    padded = np.zeros((GENOME_VERTICES, GENOME_VERTICES), dtype=np.int64)
+    keep = list(range(n - 1)) + [GENOME_VERTICES - 1]  # old vertex k goes to keep[k]
+    padded[np.ix_(keep, keep)] = m
+    new_ops = list(ops[:-1]) + [CONV3X3] * (GENOME_VERTICES - n) + [ops[-1]]
+    return tuple(tuple(int(x) for x in row) for row in padded), tuple(new_ops)
+
+
+def genome_spec(genome: tuple) -> tuple[np.ndarray, list[str]]:
+    """(adjacency, ops) of a genome; ValueError if it is not a 7-vertex spec."""
+    try:
+        rows, ops = genome
+        matrix = np.array(rows, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise ValueError(f"a NAS-Bench-101 genome is (7 adjacency rows, 7 ops), not {genome!r}") from None
+    if matrix.shape != (GENOME_VERTICES, GENOME_VERTICES) or len(ops) != GENOME_VERTICES:
+        raise ValueError(f"a NAS-Bench-101 genome has {GENOME_VERTICES} vertices, got "
+                         f"{matrix.shape} adjacency and {len(ops)} ops")
+    if np.tril(matrix).any():
+        raise ValueError(f"a genome's adjacency must be upper-triangular, got {matrix.tolist()}")
+    _check_spec(matrix, list(ops))
+    return matrix, list(ops)

@@ -2,26 +2,90 @@
 
 Both take one cross-entropy backward pass on a real labelled batch, in train mode as the
 reference code does: grad_norm = Σ over layers of ‖∂L/∂W‖₂; SNIP (Lee et al., 2019) =
-Σ|W ⊙ ∂L/∂W| over conv and linear weights.
+Σ|W ⊙ ∂L/∂W| over conv and linear weights.  The pass (:func:`loss_pass`) is shared with plain,
+fisher and GraSP (their own modules), so it also records Fisher's per-channel taps.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..context import ProxyContext
 from ..registry import register_proxy
 from ..surgery import Recipe, weight_modules
 
 
-def _loss_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    def compute():
+CONSTANT_OUTPUT = ("the network's output is the same for every input of the batch (it does not "
+                   "depend on the input), so its loss gradients say nothing about the data")
+
+
+def outputs_identical(out: torch.Tensor) -> bool:
+    """True if every row of a batched output equals the first (exactly), for a batch of ≥ 2."""
+    return out.shape[0] >= 2 and bool((out.detach() == out.detach()[:1]).all())
+
+
+class LossPass(NamedTuple):
+    """One cross-entropy backward on the real batch, shared by grad_norm, snip, plain, fisher
+    and GraSP's first pass.  Lists follow ``weight_modules`` order (None: no gradient)."""
+
+    weights: list[torch.Tensor]
+    grads: list[torch.Tensor | None]
+    # Per output channel, summed over the module's applications: 0.5 · mean over samples of
+    # (Σ over positions of z·∂L/∂z)², z the module's output (NASLib's fisher.py).
+    fisher: list[torch.Tensor | None]
+    constant_output: bool
+
+
+def _channel_fisher(module: nn.Module, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    # Conv outputs are (N, C, *positions); linear outputs (N, *positions, C).
+    if isinstance(module, nn.Linear):
+        z, g = z.movedim(-1, 1), g.movedim(-1, 1)
+    per_sample = (z * g).reshape(z.shape[0], z.shape[1], -1).sum(-1)
+    return per_sample.pow(2).mean(0).mul(0.5)
+
+
+def loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
+    """The shared backward (memoised per context and BN mode)."""
+    def compute() -> LossPass:
         x, y = ctx.data(need_targets=True)
-        net = ctx.prepared(Recipe(train=True), shared=False)
-        F.cross_entropy(ctx.forward(net, x), y).backward()
-        return [(m.weight.detach(), m.weight.grad.detach())
-                for m in weight_modules(net) if m.weight.grad is not None]
-    return ctx.memo("loss-grads", compute)
+        net = ctx.prepared(Recipe(train=train), shared=False)
+        modules = list(weight_modules(net))
+        fisher: list[torch.Tensor | None] = [None] * len(modules)
+
+        def tap(index: int):
+            def forward_hook(module, _inputs, out):
+                if not (isinstance(out, torch.Tensor) and out.requires_grad):
+                    return None
+                z = out.detach()
+
+                def on_grad(g):
+                    f = _channel_fisher(module, z, g.detach())
+                    fisher[index] = f if fisher[index] is None else fisher[index] + f
+                out.register_hook(on_grad)
+                # Later layers see a copy, so an in-place op after the layer (a ReLU(inplace))
+                # cannot overwrite z; the copy's backward passes gradients through unchanged.
+                return out.clone()
+            return forward_hook
+
+        handles = [m.register_forward_hook(tap(i)) for i, m in enumerate(modules)]
+        try:
+            out = ctx.forward(net, x)
+            F.cross_entropy(out, y).backward()
+        finally:
+            for h in handles:
+                h.remove()
+        return LossPass([m.weight.detach() for m in modules],
+                        [None if m.weight.grad is None else m.weight.grad.detach()
+                         for m in modules], fisher, outputs_identical(out))
+    return ctx.memo(("loss-pass", train), compute)
+
+
+def _loss_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    p = loss_pass(ctx)
+    return [(w, g) for w, g in zip(p.weights, p.grads) if g is not None]
 
 
 @register_proxy("grad_norm", needs_data=True,

@@ -18,16 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..context import ProxyContext
 from ..registry import register_proxy
-from ..surgery import Recipe
+from ..surgery import ACTIVATION_OPS, ACTIVATION_PACKETS, Recipe  # noqa: F401 (re-exported)
 
 aten = torch.ops.aten
-ACTIVATION_OPS = (
-    aten.relu.default, aten.relu_.default, aten.gelu.default, aten.silu.default,
-    aten.silu_.default, aten.hardswish.default, aten.hardswish_.default, aten.hardtanh.default,
-    aten.hardtanh_.default, aten.leaky_relu.default, aten.leaky_relu_.default, aten.elu.default,
-    aten.mish.default, aten.threshold.default,
-)
-ACTIVATION_PACKETS = frozenset(f.overloadpacket for f in ACTIVATION_OPS)
 CONV_PACKETS = frozenset({aten.convolution})
 
 

@@ -4,13 +4,34 @@ Both linearise the network (normalisation suppressed, |weights|, float64) and ba
 R = Σ f(1) from an all-ones input of batch 1.  Synflow = Σ|θ ⊙ ∂R/∂θ| over conv and linear
 weights; LogSynflow = Σ|θ ⊙ log(1 + ∂R/∂θ)| tames the gradients, which grow exponentially with
 depth and otherwise let the deepest/widest layers dominate.  The two share one backward pass.
+Norms are suppressed as in FreeREA's code (which disables BatchNorm; here every norm, so that
+the network is linear up to its activations), including fused norm + activation modules, whose
+activation is kept (zcproxy.surgery.without_norm).
+
+Where they are undefined (raised as ProxyUndefined, so the score is NaN with the reason):
+
+* Synflow's argument holds for networks that are positively homogeneous piecewise-linear
+  maps (ReLU, conv, linear, pooling): with |weights| and a positive input every ∂R/∂θ ≥ 0.
+  Softmax attention breaks it.  On a ViT (timm's ``vit_tiny_patch16_224``) with LayerNorm
+  suppressed the residual stream grows ~400x per block (1e33 after 12 blocks), the attention
+  logits q·k grow as its square, and the all-ones input makes every patch token the same up to
+  the position embedding, so each softmax sits near a tie whose derivative is multiplied by the
+  logit scale: |∂R/∂θ| reaches 2e253 on vit_tiny and overflows float64 on vit_small, LeViT-128S
+  and MobileViT-XXS (inf, then inf - inf = NaN).  A non-finite gradient makes both undefined.
+* The softmax also makes ∂R/∂θ negative (raising one token's logit lowers the others' weights),
+  and the sign reaches every layer before the last attention through the residual stream:
+  2.5M of vit_tiny's 5.5M weights have ∂R/∂θ ≤ -1, where log(1 + ∂R/∂θ) is undefined (that, not
+  an overflow, is why LogSynflow was NaN on vit_tiny; Synflow stays finite there).  FreeREA's
+  reference code computes ``torch.log(grad + 1)`` too, so it is NaN on the same networks;
+  keeping LayerNorm (as it does) does not help, its centring also makes gradients negative.
+  Negative gradients above -1 (EfficientFormerV2, ESFormer hybrids) leave LogSynflow defined.
 """
 from __future__ import annotations
 
 import torch
 
 from ..context import ProxyContext
-from ..registry import register_proxy
+from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
 
 
@@ -25,13 +46,32 @@ def _weights_and_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tens
     return ctx.memo("synflow-grads", compute)
 
 
+def _finite_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    pairs = _weights_and_grads(ctx)
+    bad = sum(int((~torch.isfinite(g)).sum()) for _, g in pairs)
+    if bad:
+        raise ProxyUndefined(
+            f"∂R/∂θ of the linearised network overflows float64 for {bad} weights (softmax "
+            "attention with norms suppressed and an all-ones input scales gradients by the "
+            "square of the activations per attention layer; see zcproxy/proxies/synflow.py)")
+    return pairs
+
+
 @register_proxy("synflow", description="Synflow: Σ|θ·∂R/∂θ| of the linearised network "
                                        "(Tanaka et al. 2020)")
 def synflow(ctx: ProxyContext) -> float:
-    return float(sum((w * g).abs().sum() for w, g in _weights_and_grads(ctx)))
+    return float(sum((w * g).abs().sum() for w, g in _finite_grads(ctx)))
 
 
 @register_proxy("logsynflow", description="LogSynflow: Σ|θ·log(1+∂R/∂θ)| of the linearised "
                                           "network (FreeREA, Cavagnero et al. 2022)")
 def logsynflow(ctx: ProxyContext) -> float:
+    pairs = _finite_grads(ctx)
+    below = sum(int((g <= -1).sum()) for _, g in pairs)
+    if below:
+        total = sum(g.numel() for _, g in pairs)
+        raise ProxyUndefined(
+            f"log(1 + ∂R/∂θ) is undefined for {below} of {total} weights with ∂R/∂θ ≤ -1: "
+            "the network is not monotone in its weights (softmax attention or another "
+            "non-homogeneous op makes gradients negative; see zcproxy/proxies/synflow.py)")
     return float(sum((w * torch.log1p(g)).abs().sum() for w, g in _weights_and_grads(ctx)))

@@ -10,6 +10,8 @@
 Modules: ``rea`` (generic regularized evolution), ``decoupled`` (the schedule of phases and the
 three modes), ``cost`` (exact, memoised parameter/MAC counts for the budget), ``scoring``
 (proxies on candidates, cached), ``log`` (the resumable log), ``trajectory`` (the plot).
+The NAS benchmarks (NATS-tss, NATS-sss, NB101) are searched by ``zcproxy.search.bench`` on the
+same ``rea`` engine: ``python -m zcproxy.search --bench nats-tss --guide logsynflow``.
 """
 from .cost import CostModel
 from .decoupled import (

@@ -6,8 +6,8 @@ import sys
 
 import torch
 
-from .decoupled import MODES, BudgetError, SearchConfig, run_search
-from .log import ResumeMismatch
+from ..cli import UsageError, add_debug_flag, positive, run_command
+from .decoupled import MODES, SearchConfig, run_search
 
 DESCRIPTION = """\
 Search an ESFormer architecture without training (the ESFormer paper, section 3.5).
@@ -36,6 +36,8 @@ examples:
       --total-candidates 400 --seed 1 --out runs/repro          # machine-independent run
   python -m zcproxy.search --out runs/s1 --target s1 --resume         # continue after a kill
   python -m zcproxy.search.trajectory runs/s1/log.jsonl               # redraw the plot
+  python -m zcproxy.search --bench nats-tss --guide logsynflow        # a NAS benchmark instead
+                                             (python -m zcproxy.search.bench --help)
 
 Table 5 ablation (the paper: --target s1 --extended, i.e. 6 M parameters, Residual
 Bottlenecks allowed): --mode logsynflow (LogSynflow only), --mode combined (one score from
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N newly scored candidates, leaving a log to --resume "
                         "(for tests and for splitting a search into jobs)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_debug_flag(p)
     return p
 
 
@@ -152,23 +155,43 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         phase_candidates=args.phase_candidates, total_candidates=args.total_candidates)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Budgets and counts that cannot work (``inf``, 0, negative), before anything is built."""
+    for flag in ("max_params", "max_macs", "multistart_minutes", "phase_minutes",
+                 "total_minutes"):
+        positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    for flag in ("multistart_candidates", "phase_candidates", "total_candidates", "stop_after",
+                 "threads", "starts", "start_population", "start_tournament", "population",
+                 "tournament", "mutations", "seeds"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and search; a mistake ends as one line on stderr and exit status 2."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--bench" or a.startswith("--bench=") for a in given):
+        from .bench.__main__ import main as bench_main  # the NAS-benchmark search
+        return bench_main(given)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads {args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
     try:
+        check_arguments(args)
         config = config_from_args(args)
     except ValueError as err:
         parser.error(str(err))
+    return run_command(lambda: _run(args, config), prog="search", debug=args.debug)
+
+
+def _run(args: argparse.Namespace, config: SearchConfig) -> int:
+    from ..runner import check_device
+    check_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         result = run_search(config, args.out, device=args.device, resume=args.resume,
                             progress=not args.quiet, stop_after=args.stop_after)
-    except (BudgetError, ResumeMismatch, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with the same command plus --resume (log: "
               f"{args.out}/log.jsonl)", file=sys.stderr)

@@ -41,10 +41,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
-from scipy.stats import rankdata
 
+from ..atomic import write_text
+from ..ensemble import combine
 from ..esformer.space import (
     SIZE_GENES, TOPOLOGY_GENES, Architecture, GeneKind, SearchSpace, get_skeleton,
 )
@@ -242,15 +242,10 @@ def fitness_of(guide: str) -> Callable[[Sequence[Member]], list[float]]:
 
 
 def combined_rank(members: Sequence[Member]) -> list[float]:
-    """Mean normalised rank of the Entropic Score and LogSynflow among ``members``."""
-    n = len(members)
-    if n == 1:
-        return [0.5]
-    total = np.zeros(n)
-    for proxy in (ENTROPIC, LOGSYNFLOW):
-        values = np.array([_finite(m.scores.get(proxy)) for m in members])
-        total += (rankdata(values, method="average") - 1) / (n - 1)
-    return (total / 2).tolist()
+    """Mean normalised rank of the Entropic Score and LogSynflow among ``members`` (the
+    ``mean_rank`` rule of :mod:`zcproxy.ensemble`; a missing score ranks last)."""
+    values = [[_finite(m.scores.get(p)) for p in (ENTROPIC, LOGSYNFLOW)] for m in members]
+    return combine(values, "mean_rank").tolist()
 
 
 # ---- the search ---------------------------------------------------------------------------------
@@ -290,6 +285,14 @@ class Search:
         if log_path.exists() and log_path.stat().st_size and not resume:
             raise FileExistsError(f"{log_path} exists: pass --resume (resume=True) to continue "
                                   "that search, or choose another --out")
+        if self.out_dir.is_file():
+            raise FileExistsError(f"--out {self.out_dir} is a file, not a folder")
+        foreign = [n for n in ("best.json", "trajectory.png") if (self.out_dir / n).exists()]
+        if foreign and not (log_path.exists() and log_path.stat().st_size):
+            # Outputs without this search's log belong to another run: never overwrite them.
+            raise FileExistsError(f"{self.out_dir} holds {' and '.join(foreign)} of another run "
+                                  "(no log.jsonl of this search beside them); choose another "
+                                  "--out")
         self.log = SearchLog(log_path)
         self.replay = Replay(self.log.events)
         self._check_config()
@@ -544,7 +547,9 @@ class Search:
             self.log.append({"event": "done", "best_id": best.id, "wall": time.time(),
                              "candidates": self.total_candidates,
                              "search_time": self.completed_seconds})
-        (self.out_dir / "best.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        # Atomic: a kill or a full disk leaves the previous best.json (or none), never a
+        # truncated one beside a log that says "done".
+        write_text(self.out_dir / "best.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         try:
             from .trajectory import plot_trajectory
             plot_trajectory(self.out_dir / "log.jsonl", self.out_dir / "trajectory.png")

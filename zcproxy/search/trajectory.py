@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..atomic import save_figure  # noqa: E402
+from ..cli import add_debug_flag, run_command  # noqa: E402
 from .log import read_events  # noqa: E402
 
 LABELS = {"entropic": "Entropic Score", "logsynflow": "LogSynflow"}
@@ -72,8 +74,7 @@ def plot_trajectory(log_path: str | os.PathLike, out_path: str | os.PathLike) ->
                 for k, c in KIND_COLOURS.items()]
     axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right")
     fig.tight_layout()
-    out = Path(out_path)
-    fig.savefig(out, dpi=120)
+    out = save_figure(fig, out_path, dpi=120)
     plt.close(fig)
     return out
 
@@ -82,15 +83,21 @@ def _proxies(guide: str) -> tuple[str, ...]:
     return tuple(LABELS) if guide == "combined" else (guide,)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Redraw the plot; a missing or corrupt log ends as one line on stderr, exit status 2."""
     parser = argparse.ArgumentParser(prog="python -m zcproxy.search.trajectory",
                                      description="Redraw trajectory.png from a search log.")
     parser.add_argument("log", help="a search's log.jsonl")
     parser.add_argument("--out", help="image to write (default: trajectory.png beside the log)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     out = args.out or Path(args.log).with_name("trajectory.png")
-    print(plot_trajectory(args.log, out))
+
+    def body() -> int:
+        print(plot_trajectory(args.log, out))
+        return 0
+    return run_command(body, prog="trajectory", debug=args.debug)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

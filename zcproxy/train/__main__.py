@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = get_preset(preset).override(**fields)
         train(recipe, options)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+        from ..cli import one_line
+        parser.exit(2, f"error: {one_line(err)}\n")
     return 0
 
 

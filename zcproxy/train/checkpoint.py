@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from .arch import arch_difference
 
 FORMAT = "zcproxy.train/1"
@@ -64,25 +65,8 @@ def _as_tuple(value: Any) -> Any:
 def save_atomic(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` via a temporary file and a rename (see module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(dict(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable; not every filesystem lets a folder be opened
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_write(path, "wb") as fh:
+        torch.save(dict(state), fh)
     return path
 
 

@@ -29,6 +29,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # the train/val split must not change with the training seed
 
 
+class UnreadableImage(ValueError):
+    """An image file of the training or validation folder that cannot be decoded."""
+
+
+def load_image(path: str) -> Image.Image:
+    """An RGB image, or UnreadableImage naming the file: PIL's own errors for a truncated or
+    corrupt file ("image file is truncated") do not say which of a million files it was."""
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(f"{path}: cannot read this image ({type(err).__name__}: "
+                              f"{err}); replace or remove the file") from None
+
+
 class ArrayImageDataset(Dataset):
     """Images held in memory as uint8 ``(N, H, W, 3)``, served as PIL images to timm transforms
     (which expect PIL input, like an image folder would give)."""
@@ -109,8 +124,8 @@ def open_datasets(root: str | os.PathLike, val_fraction: float | None = None) ->
             raise ValueError(f"{root} is an image folder with its own val/; "
                              "the validation split option is for CIFAR-10 batches only")
         from torchvision.datasets import ImageFolder
-        train = ImageFolder(str(root / "train"), transform=None)
-        val = ImageFolder(str(root / "val"), transform=None)
+        train = ImageFolder(str(root / "train"), transform=None, loader=load_image)
+        val = ImageFolder(str(root / "val"), transform=None, loader=load_image)
         if val.classes != train.classes:
             missing = sorted(set(train.classes) ^ set(val.classes))
             raise ValueError(f"{root}: train/ and val/ class folders differ (e.g. {missing[:5]})")

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from ..atomic import atomic_write, save_figure
+
 COLUMNS: tuple[str, ...] = ("epoch", "lr", "train_loss", "val_loss", "top1", "top5",
                             "images_per_s", "seconds")
 
@@ -44,12 +46,10 @@ def truncate_log(path: str | os.PathLike, completed_epochs: int) -> None:
     if not path.exists():
         return
     rows = [r for r in read_log(path) if r["epoch"] <= completed_epochs]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def plot_curve(log_path: str | os.PathLike, out_path: str | os.PathLike, title: str = "") -> Path:
@@ -78,6 +78,4 @@ def plot_curve(log_path: str | os.PathLike, out_path: str | os.PathLike, title: 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=120)
-    return out_path
+    return save_figure(fig, out_path, dpi=120)

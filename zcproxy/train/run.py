@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import write_text
 from . import checkpoint as ckpt
 from .arch import build_training_model, resolve_arch
 from .data import EpochLoader, build_transforms, open_datasets, val_loader
@@ -271,6 +271,4 @@ def _write_config(path: Path, experiment: dict, options: RunOptions, env: DistEn
                   data: str) -> None:
     record = dict(experiment, options=_jsonable(asdict(options)), world_size=env.world_size,
                   device=str(env.device), scaled_lr=lr, data=data, torch=torch.__version__)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")

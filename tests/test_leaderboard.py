@@ -1,0 +1,75 @@
+"""Rank aggregates in correlate and the leaderboard; the real-image batch of other datasets."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from zcproxy import correlate, leaderboard
+from zcproxy.ensemble import parse_ensemble
+from zcproxy.runner import ScoringJob, run_settings
+
+
+def test_leaderboard_rows_by_hand():
+    """4 architectures, accuracy 1..4.  logsynflow ranks them perfectly (τ = 1); synflow swaps
+    the top two (5 concordant, 1 discordant pair: τ = 4/6).  Their mean normalised rank is
+    [0, 1/3, 5/6, 5/6]: 5 concordant pairs, one tied in x, τ_b = 5/√(5·6) = 0.9129.  The
+    baseline n_params comes last whatever its τ."""
+    scores = pd.DataFrame({"index": range(4), "logsynflow": [1.0, 2, 3, 4],
+                           "synflow": [1.0, 2, 4, 3], "n_params": [4.0, 3, 2, 1]})
+    for p in ("logsynflow", "synflow", "n_params"):
+        scores[f"seconds_{p}"] = 0.5
+    board = leaderboard.leaderboard(
+        scores, bench="nats-tss", accuracy=pd.Series([1.0, 2, 3, 4]), dataset="cifar10",
+        ensembles=[parse_ensemble("pair=rank:logsynflow,synflow")], n_boot=0)
+    assert board["name"].tolist() == ["logsynflow", "pair", "synflow", "n_params"]
+    tau = dict(zip(board["name"], board["kendall"]))
+    assert tau["logsynflow"] == pytest.approx(1.0)
+    assert tau["pair"] == pytest.approx(5 / math.sqrt(30))
+    assert tau["synflow"] == pytest.approx(4 / 6)
+    assert board.loc[board["name"] == "pair", "seconds"].item() == 1.0  # sum of its members
+    assert "VKDNW" in board.loc[board["name"] == "synflow", "published"].item()
+    assert leaderboard.to_markdown(board).count("\n") == len(board) + 1
+
+
+@pytest.mark.parametrize("text", ["noequals", "x=", "x=rank:onlyone", "x=median:a,b"])
+def test_bad_ensemble_specs_are_one_line_errors(text, capsys):
+    assert correlate.main(["--bench", "nats-tss", "--sample", "2", "--ensemble", text,
+                           "--out", "/tmp/zc-never-written"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ensemble" in err[0]
+
+
+def test_correlate_reports_an_ensemble_like_a_proxy(tmp_path):
+    out = tmp_path / "run"
+    assert correlate.main(["--bench", "nats-tss", "--sample", "6", "--proxies",
+                           "logsynflow,synflow", "--no-baselines", "--bootstrap", "0",
+                           "--ensemble", "pair=log_rank:logsynflow,synflow", "--out", str(out),
+                           "--no-progress"]) == 0
+    table = pd.read_csv(out / "correlations.csv", index_col=0)
+    assert table.loc["pair", "kind"] == "ensemble"
+    scores = pd.read_csv(out / "scores.csv")
+    # AZ-NAS's rule by hand: Σ log(rank/N) over both members, N = 6.
+    from scipy.stats import kendalltau, rankdata
+    expected = sum(pd.Series(rankdata(scores[m]) / len(scores)).map(math.log)
+                   for m in ("logsynflow", "synflow"))
+    assert scores["pair"].to_numpy() == pytest.approx(expected.to_numpy())
+    assert table.loc["pair", "kendall"] == pytest.approx(
+        kendalltau(expected, scores["accuracy"]).statistic)
+
+
+def test_other_datasets_get_their_own_or_labelled_images():
+    """The data folder has no ImageNet16-120 images: its networks get CIFAR-10 resized to
+    16x16, and the run's settings say so (so a journal never mixes the two)."""
+    from zcproxy.nasbench import get_benchmark
+    from zcproxy.runner import job_batch
+    job = ScoringJob(bench="nats-tss", proxies=("naswot",), dataset="ImageNet16-120",
+                     batch_size=8)
+    x, y, source = job_batch(job, get_benchmark("nats-tss"))
+    assert x.shape == (8, 3, 16, 16) and source.startswith("cifar10 (no ImageNet16-120")
+    settings, _ = run_settings(job)
+    assert settings["inputs_source"] == source
+    c10, _ = run_settings(ScoringJob(bench="nats-tss", proxies=("naswot",), batch_size=8))
+    assert "inputs_source" not in c10
+    assert c10["inputs_fingerprint"] != settings["inputs_fingerprint"]

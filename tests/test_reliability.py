@@ -1,0 +1,522 @@
+"""What zcproxy guarantees to an unlucky user on an unlucky machine (GitHub issue 13).
+
+One test per class of fault: scores never attached to other settings, other data or another
+architecture; one proxy's failure never spoils another's; failures of the machine retried;
+outputs whole or not at all under a kill; a search never overwriting another run; every
+command-line mistake one line on stderr.  Each scores a handful of NATS-tss architectures with
+cheap proxies (``n_params`` needs no forward pass).
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from zcproxy import analysis, correlate
+from zcproxy.journal import LEGACY_COLUMNS, read_journal
+from zcproxy.registry import register_proxy, unregister_proxy
+from zcproxy.runner import ScoringJob, run_scoring
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "correlate"
+SHARED_DATA = Path(os.environ.get("ZCPROXY_DATA", "../shared/data")).resolve()
+
+
+def run_cli(out: Path, *extra: str, bench: str = "nats-tss", sample: str = "4",
+            proxies: str = "n_params") -> int:
+    return correlate.main(["--bench", bench, "--sample", sample, "--seed", "5", "--proxies",
+                           proxies, "--no-baselines", "--bootstrap", "0", "--no-progress",
+                           "--out", str(out), *extra])
+
+
+def one_line_error(capsys) -> str:
+    """The command's stderr, which must be exactly one line and no traceback."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def proxy_state():
+    """Test proxies whose behaviour the test switches: 'ok' returns 1.0, 'oom' fails like a
+    GPU out of memory (the machine), 'bad' like a cell the proxy cannot handle."""
+    state = {"mode": "ok", "calls": 0}
+
+    @register_proxy("zc_rel_flaky", needs_forward=False, replace=True, description="test")
+    def flaky(ctx):
+        state["calls"] += 1
+        if state["mode"] == "oom":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if state["mode"] == "bad":
+            raise ValueError("bad cell")
+        return 1.0
+
+    @register_proxy("zc_rel_linalg", needs_forward=False, replace=True, description="test")
+    def linalg(ctx):
+        raise np.linalg.LinAlgError("eigh did not converge")
+    yield state
+    unregister_proxy("zc_rel_flaky")
+    unregister_proxy("zc_rel_linalg")
+
+
+def tss_data(tmp_path: Path) -> Path:
+    """A private copy of the NATS-tss table, to edit as another data version would."""
+    folder = tmp_path / "data"
+    (folder / "nats-tss").mkdir(parents=True)
+    shutil.copy(SHARED_DATA / "nats-tss" / "nats_tss_hp200_test.csv", folder / "nats-tss")
+    return folder
+
+
+# ---------------------------------------------------------------- settings and data records
+def test_merge_refuses_shards_scored_with_other_settings(tmp_path, capsys):
+    assert run_cli(tmp_path, "--shard", "0/2") == 0
+    assert run_cli(tmp_path, "--shard", "1/2", "--dataset", "cifar100") == 0
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--merge") == 2
+    error = one_line_error(capsys)
+    assert "journal.shard-1-of-2.csv" in error and "dataset: 'cifar100' there, 'cifar10' now" in error
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_a_journal_scored_with_other_settings_is_refused_on_resume(tmp_path, capsys):
+    """A journal copied without its run.json still carries its settings."""
+    assert run_cli(tmp_path / "a", "--dataset", "cifar100") == 0
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "journal.csv", tmp_path / "b" / "journal.csv")
+    capsys.readouterr()
+    assert run_cli(tmp_path / "b") == 2
+    assert "dataset: 'cifar100' there, 'cifar10' now" in one_line_error(capsys)
+    assert not (tmp_path / "b" / "scores.csv").exists()
+
+
+def test_scores_of_another_data_version_or_architecture_are_refused(tmp_path, capsys):
+    data = tss_data(tmp_path)
+    out = tmp_path / "out"
+    assert run_cli(out, "--data-dir", str(data)) == 0
+    scored = pd.read_csv(out / "scores.csv")["index"].tolist()
+    # Another data version: two sampled architectures swap places in the table.
+    csv = data / "nats-tss" / "nats_tss_hp200_test.csv"
+    original = csv.read_bytes()
+    table = pd.read_csv(csv)
+    a, b = scored[0], scored[1]
+    table.loc[[a, b], "arch"] = table.loc[[b, a], "arch"].to_numpy()
+    table.to_csv(csv, index=False)
+    capsys.readouterr()
+    assert run_cli(out, "--data-dir", str(data)) == 2
+    assert "the benchmark table differs" in one_line_error(capsys)
+    # The data restored, but a row of the journal names another architecture than its index.
+    csv.write_bytes(original)
+    journal = out / "journal.csv"
+    lines = journal.read_text().splitlines(keepends=True)
+    index, arch, rest = lines[2].split(",", 2)
+    lines[2] = ",".join([index, table["arch"].iat[0], rest])
+    journal.write_text("".join(lines))
+    assert run_cli(out, "--data-dir", str(data)) == 2
+    assert f"index {index}" in one_line_error(capsys)
+
+
+def _legacy_journal(path: Path, indices, value: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(",".join(LEGACY_COLUMNS) + "\n"
+                    + "".join(f"{i},n_params,{value},0.1,\n" for i in indices))
+
+
+def test_a_foreign_journal_without_settings_is_never_adopted_silently(tmp_path, capsys):
+    out = tmp_path / "sss"
+    _legacy_journal(out / "journal.csv", range(6))  # e.g. a NATS-tss journal dropped here
+    assert run_cli(out, bench="nats-sss") == 2
+    assert "--adopt" in one_line_error(capsys)
+    assert run_cli(out, "--adopt", bench="nats-sss") == 2  # nothing says which arch each is
+    assert "cannot be checked" in one_line_error(capsys)
+    assert not (out / "scores.csv").exists()
+
+
+def _committed_subset(folder: Path, bench: str, n: int) -> None:
+    """The first ``n`` sampled architectures of a committed 0.1 folder: journal, scores.csv
+    and run.json as zcproxy 0.1 wrote them."""
+    folder.mkdir()
+    scores = pd.read_csv(COMMITTED / bench / "scores.csv")
+    keep = set(scores["index"].head(n))
+    lines = (COMMITTED / bench / "journal.csv").read_text().splitlines(keepends=True)
+    (folder / "journal.csv").write_text(
+        lines[0] + "".join(line for line in lines[1:] if int(line.split(",", 1)[0]) in keep))
+    scores.head(n).to_csv(folder / "scores.csv", index=False)
+    shutil.copy(COMMITTED / bench / "run.json", folder / "run.json")
+
+
+def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, capsys):
+    folder = tmp_path / "nats-tss"
+    _committed_subset(folder, "nats-tss", 20)
+    before = read_journal(folder / "journal.csv")[1]
+    command = ["--bench", "nats-tss", "--sample", "20", "--seed", "0", "--proxies",
+               "naswot,logsynflow,entropic", "--bootstrap", "0", "--no-progress",
+               "--out", str(folder)]
+    assert correlate.main(command) == 2  # a 0.1 journal is never reused as it is
+    assert "--adopt" in one_line_error(capsys)
+    assert correlate.main(command + ["--adopt"]) == 0
+    said = capsys.readouterr().err
+    assert "converted" in said
+    # The Entropic Score's definition changed since 0.1 (version 2): found by rescoring two
+    # architectures, and its scores are rescored instead of being mixed with the new ones.
+    assert "will be rescored: entropic (" in said
+    assert "rescoring 20 entropic scores recorded under definition version unknown" in said
+    settings, after = read_journal(folder / "journal.csv")
+    assert settings["bench"] == "nats-tss" and settings["data_fingerprint"].startswith("sha256:")
+    kept = ~before["proxy"].str.startswith("entropic")
+    pd.testing.assert_frame_equal(  # not one score of an unchanged definition moved
+        before[kept].drop(columns=["arch", "version"]).reset_index(drop=True),
+        after[after["proxy"].isin(set(before["proxy"][kept]))].drop(
+            columns=["arch", "version"]).reset_index(drop=True), check_exact=True)
+    assert (after["arch"] != "").all()
+    committed = pd.read_csv(COMMITTED / "nats-tss" / "scores.csv").head(20)
+    rewritten = analysis.read_scores(folder)  # checked against the new run.json
+    pd.testing.assert_frame_equal(committed[["index", "arch", "naswot", "synflow"]],
+                                  rewritten[["index", "arch", "naswot", "synflow"]],
+                                  check_exact=True)
+    assert not np.allclose(committed["entropic"], rewritten["entropic"])
+    assert "entropic_mean" not in rewritten  # old definition, not asked for: left out
+    # The same files dropped into a size-space folder: every arch disagrees, refused.
+    foreign = tmp_path / "sss"
+    _committed_subset(foreign, "nats-tss", 20)
+    (foreign / "run.json").unlink()
+    assert run_cli(foreign, "--adopt", bench="nats-sss") == 2
+    assert "not what their index names" in one_line_error(capsys)
+
+
+def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, capsys):
+    def define(version: str, value: float) -> None:
+        register_proxy("zc_rel_versioned", needs_forward=False, replace=True, version=version,
+                       description="test")(lambda ctx: value)
+    try:
+        define("1", 1.0)
+        assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
+        define("2", 2.0)  # the definition changed under the same name
+        capsys.readouterr()
+        assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
+        assert ("rescoring 4 zc_rel_versioned scores recorded under definition version 1 "
+                "(now 2)") in capsys.readouterr().err
+        assert (pd.read_csv(tmp_path / "scores.csv")["zc_rel_versioned"] == 2.0).all()
+        lines = (tmp_path / "journal.csv").read_text().splitlines()[2:]
+        assert sorted(line.split(",")[3] for line in lines) == ["1"] * 4 + ["2"] * 4  # appended
+    finally:
+        unregister_proxy("zc_rel_versioned")
+
+
+# ---------------------------------------------------------------- failures
+def test_one_failing_proxy_never_marks_the_others_failed(proxy_state, tmp_path):
+    job = ScoringJob(bench="nats-tss", proxies=("zc_rel_linalg", "n_params"))
+    journal = run_scoring(job, [8274, 1], tmp_path / "j.csv", progress=False)
+    failed = journal[journal["proxy"] == "zc_rel_linalg"]
+    assert failed["error"].str.contains("LinAlgError: eigh did not converge").all()
+    ok = journal[journal["proxy"] == "n_params"]
+    assert len(ok) == 2 and (ok["error"] == "").all() and (ok["score"] > 0).all()
+
+
+def test_environment_failures_are_retried_and_others_on_request(proxy_state, tmp_path, capsys):
+    out = tmp_path / "env"
+    proxy_state["mode"] = "oom"
+    assert run_cli(out, proxies="zc_rel_flaky") == 0
+    errors = read_journal(out / "journal.csv")[1]["error"]
+    assert errors.str.startswith("environment: RuntimeError: CUDA out of memory").all()
+    proxy_state["mode"] = "ok"
+    assert run_cli(out, proxies="zc_rel_flaky") == 0  # the machine is fine now: retried
+    assert "retrying 4 architectures" in capsys.readouterr().err
+    assert (pd.read_csv(out / "scores.csv")["zc_rel_flaky"] == 1.0).all()
+
+    out = tmp_path / "arch"
+    proxy_state["mode"] = "bad"
+    assert run_cli(out, proxies="zc_rel_flaky") == 0
+    proxy_state["mode"] = "ok"
+    calls = proxy_state["calls"]
+    assert run_cli(out, proxies="zc_rel_flaky") == 0  # a failure of the cell stays recorded
+    assert proxy_state["calls"] == calls
+    assert pd.read_csv(out / "scores.csv")["zc_rel_flaky"].isna().all()
+    assert run_cli(out, "--retry-failed", proxies="zc_rel_flaky") == 0
+    assert (pd.read_csv(out / "scores.csv")["zc_rel_flaky"] == 1.0).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_device_that_is_not_there_stops_before_scoring(tmp_path, capsys):
+    assert run_cli(tmp_path / "out", "--device", "cuda") == 2
+    assert "no usable CUDA GPU" in one_line_error(capsys)
+    assert not (tmp_path / "out" / "journal.csv").exists()
+
+
+# ---------------------------------------------------------------- whole files or none
+WRITER = textwrap.dedent("""
+    import signal, sys
+    import numpy as np, pandas as pd
+    from pathlib import Path
+    from zcproxy.correlate import write_outputs
+    out, mark, fault = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    if fault == "kill":  # Python ignores SIGXFSZ; restore the default: killed at the limit
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    n = 20_000
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"index": range(n), "arch": [f"arch-{i:06d}-" + "x" * 40 for i in range(n)],
+                           "accuracy": rng.random(n), "params": rng.random(n),
+                           "synflow": rng.random(n) + mark, "errors": ""})
+    write_outputs(out, scores, ["synflow"], "nats-tss", n_boot=0)
+""")
+
+
+def _write_tables(out: Path, mark: float, limit: int | None = None,
+                  fault: str = "none") -> subprocess.CompletedProcess:
+    """Rewrite the tables in a child process that may write at most ``limit`` bytes per file:
+    beyond it, ``fault="kill"`` kills it (SIGXFSZ) mid-write, ``"full"`` makes the write fail
+    the way a full disk does."""
+    def limits():
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return subprocess.run([sys.executable, "-c", WRITER, str(out), str(mark), fault],
+                          preexec_fn=limits, capture_output=True, timeout=300)
+
+
+def test_tables_survive_a_kill_or_a_full_disk_mid_write(tmp_path):
+    assert _write_tables(tmp_path, 0.0).returncode == 0
+    names = ("scores.csv", "correlations.csv", "correlations.md", "pairwise_spearman.csv")
+    good = {name: (tmp_path / name).read_bytes() for name in names}
+    assert len(good["scores.csv"]) > 1_000_000
+    # Killed (SIGXFSZ) once 256 KB of the rewrite reached the disk.
+    killed = _write_tables(tmp_path, 1.0, limit=256 * 1024, fault="kill")
+    assert killed.returncode == -signal.SIGXFSZ
+    assert {name: (tmp_path / name).read_bytes() for name in names} == good
+    # The disk "fills up" at 256 KB: the write fails, the old tables stay, and no debris is
+    # left, not even the temporary file of the killed run.
+    full = _write_tables(tmp_path, 1.0, limit=256 * 1024, fault="full")
+    assert full.returncode != 0 and b"File too large" in full.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in names} == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_table_cut_at_a_row_boundary_is_refused_by_readers(tmp_path):
+    folder = tmp_path / "nats-tss"
+    assert run_cli(folder) == 0
+    assert len(analysis.load_scores("nats-tss", root=tmp_path)) == 4
+    path = folder / "scores.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # what a kill mid-rewrite used to leave
+    with pytest.raises(ValueError, match="recorded"):  # analysis.IncompleteTable
+        analysis.load_scores("nats-tss", root=tmp_path)
+
+
+def test_a_corrupt_journal_line_is_named_and_leaves_the_tables_alone(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(out) == 0
+    tables = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "journal.csv"}
+    journal = out / "journal.csv"
+    lines = journal.read_text().splitlines(keepends=True)
+    lines[3] = "abc" + lines[3][lines[3].index(","):]
+    journal.write_text("".join(lines))
+    capsys.readouterr()
+    assert run_cli(out) == 2
+    assert "line 4: index 'abc' is not an integer" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "journal.csv"} == tables
+
+
+def test_search_refuses_an_out_folder_holding_another_run(tmp_path):
+    from test_search import SMALL, FakeScorer
+
+    from zcproxy.search import SearchConfig, run_search
+    (tmp_path / "best.json").write_text('{"arch": "somebody else\'s"}\n')
+    (tmp_path / "trajectory.png").write_bytes(b"not ours")
+    with pytest.raises(FileExistsError, match="another run"):
+        run_search(SearchConfig(target="s0", seed=3, **SMALL), tmp_path, score_fn=FakeScorer(),
+                   progress=False)
+    assert (tmp_path / "trajectory.png").read_bytes() == b"not ours"
+    assert not (tmp_path / "log.jsonl").exists()
+
+
+# ---------------------------------------------------------------- scratch output, reuse
+def test_default_out_is_a_scratch_folder_and_reuse_is_announced(proxy_state, tmp_path,
+                                                                monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command = ["--bench", "nats-tss", "--sample", "3", "--seed", "5", "--proxies",
+               "zc_rel_flaky", "--no-baselines", "--bootstrap", "0", "--no-progress"]
+    assert correlate.main(command) == 0
+    assert (tmp_path / "runs" / "nats-tss-sample3-seed5" / "scores.csv").exists()
+    assert not (tmp_path / "results").exists()
+    assert proxy_state["calls"] == 3
+    capsys.readouterr()
+    assert correlate.main(command) == 0
+    assert ("reusing 3 scored architectures from runs/nats-tss-sample3-seed5/journal.csv; "
+            "--fresh rescores") in capsys.readouterr().err
+    assert proxy_state["calls"] == 3
+    assert correlate.main(command + ["--fresh"]) == 0
+    assert proxy_state["calls"] == 6
+
+
+# ---------------------------------------------------------------- one line per mistake
+def _make_file(tmp_path: Path) -> list[str]:
+    (tmp_path / "file").write_text("x")
+    return ["--out", str(tmp_path / "file")]
+
+
+def _read_only(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return ["--out", str(folder)]
+
+
+def _empty_run_json(tmp_path: Path) -> list[str]:
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "run.json").write_text("")
+    return ["--out", str(tmp_path / "o")]
+
+
+def _official_csv(tmp_path: Path) -> list[str]:
+    return ["--official-path", str(SHARED_DATA / "nats-tss" / "nats_tss_hp200_test.csv")]
+
+
+def _accuracy_abc(tmp_path: Path) -> list[str]:
+    data = tss_data(tmp_path)
+    csv = data / "nats-tss" / "nats_tss_hp200_test.csv"
+    table = pd.read_csv(csv)
+    table["cifar10_test_acc"] = table["cifar10_test_acc"].astype(object)
+    table.loc[7, "cifar10_test_acc"] = "abc"
+    table.to_csv(csv, index=False)
+    return ["--data-dir", str(data)]
+
+
+MISTAKES = {
+    "unknown proxy": (lambda t: ["--proxies", "nope"], "unknown proxy 'nope'"),
+    "empty proxy list": (lambda t: ["--proxies", ","], "names no proxy"),
+    "out is a file": (_make_file, "is a file"),
+    "out read-only": (_read_only, "read-only"),
+    "negative threads": (lambda t: ["--threads", "-2"], "--threads -2"),
+    "negative bootstrap": (lambda t: ["--bootstrap", "-5"], "--bootstrap -5"),
+    "sample zero": (lambda t: ["--sample", "0"], "--sample 0"),
+    "sample too large": (lambda t: ["--sample", "99999"], "use --all"),
+    "no workers": (lambda t: ["--workers", "0"], "--workers 0"),
+    "official path is a csv": (_official_csv, "not an official NATS-Bench source"),
+    "empty run.json": (_empty_run_json, "run.json is not a settings record"),
+    "accuracy cell abc": (_accuracy_abc, "nats_tss_hp200_test.csv: column cifar10_test_acc holds 'abc'"),
+    "unknown device": (lambda t: ["--device", "cuad"], "not a torch device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISTAKES))
+def test_command_line_mistakes_end_in_one_line(case, tmp_path, capsys):
+    make, expected = MISTAKES[case]
+    argv = ["--bench", "nats-tss", "--sample", "4", "--proxies", "n_params", "--no-progress",
+            "--out", str(tmp_path / "out")] + make(tmp_path)
+    assert correlate.main(argv) == 2
+    assert expected in one_line_error(capsys)
+
+
+def test_a_data_folder_that_is_not_there_is_an_error_not_a_fallback(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setenv("ZCPROXY_DATA", str(tmp_path / "nowhere"))
+    assert run_cli(tmp_path / "out") == 2
+    assert "ZCPROXY_DATA=" in one_line_error(capsys)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        from zcproxy.nasbench import get_benchmark
+        get_benchmark("nats-tss").table()
+
+
+def test_search_mistakes_end_in_one_line(tmp_path, capsys):
+    from zcproxy.search.__main__ import main as search_main
+    budget = ["--target", "s0", "--phase-candidates", "4", "--total-candidates", "8"]
+    with pytest.raises(SystemExit) as stop:
+        search_main(budget + ["--max-params", "inf", "--out", str(tmp_path / "a")])
+    assert stop.value.code == 2
+    assert "--max-params inf must be positive and finite" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "log.jsonl").write_text("garbage\n")
+    assert search_main(budget + ["--out", str(tmp_path / "b"), "--resume", "--quiet"]) == 2
+    assert "log.jsonl:1 is not a JSON event" in one_line_error(capsys)
+
+
+def test_nb101_specs_outside_the_space_are_refused_with_the_rule_they_break():
+    from zcproxy.nasbench.nb101 import NB101, build_network
+    conv = "conv3x3-bn-relu"
+    eight = np.eye(8, k=1, dtype=int)  # a chain of 8 vertices
+    with pytest.raises(ValueError, match="at most 7 vertices and 9 edges; this one has 8"):
+        build_network(eight, ["input"] + [conv] * 6 + ["output"], stem_channels=16)
+    dense = np.triu(np.ones((7, 7), dtype=int), 1)  # 21 edges
+    with pytest.raises(ValueError, match="has 7 and 21"):
+        build_network(dense, ["input"] + [conv] * 5 + ["output"], stem_channels=16)
+    apart = np.zeros((4, 4), dtype=int)
+    apart[0, 1] = apart[2, 3] = 1  # the input never reaches the output
+    with pytest.raises(ValueError, match="does not reach the output"):
+        build_network(apart, ["input", conv, conv, "output"], stem_channels=16)
+    cycle = np.zeros((4, 4), dtype=int)
+    cycle[0, 1] = cycle[1, 2] = cycle[2, 1] = cycle[2, 3] = 1
+    with pytest.raises(ValueError, match="has a cycle"):
+        NB101().index_of_spec(cycle, ["input", conv, conv, "output"])
+
+
+def test_an_index_must_be_an_integer():
+    from zcproxy.nasbench import get_benchmark
+    bench = get_benchmark("nats-sss")
+    assert bench.arch(np.int64(3)) == bench.arch(3)
+    with pytest.raises(TypeError, match="not 3.7"):
+        bench.build(3.7)
+
+
+def test_a_corrupt_training_image_is_named(tmp_path):
+    from PIL import Image
+
+    from zcproxy.train.data import open_datasets
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            Image.new("RGB", (64, 64), (10, 200, 30)).save(folder / "0.png")
+    bad = tmp_path / "train" / "a" / "0.png"
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(bad)
+    data = bad.read_bytes()
+    bad.write_bytes(data[:len(data) // 2])  # cut mid-stream, as a failed copy leaves it
+    datasets = open_datasets(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):  # PIL's own error names no file
+        datasets.train[0]
+
+
+# ---------------------------------------------------------------- verify
+def _scores(values, arch=None) -> pd.DataFrame:
+    n = len(values)
+    return pd.DataFrame({"index": range(n), "arch": arch or [f"a{i}" for i in range(n)],
+                         "accuracy": np.linspace(0, 1, n), "naswot": values,
+                         "seconds_naswot": 0.1, "errors": ""})
+
+
+def test_verify_reports_equal_scores_differences_and_foreign_architectures(tmp_path, capsys):
+    from zcproxy.verify import compare_scores, main as verify_main
+    ref = _scores([1.0, 2.0, 3.0, -np.inf])
+    same = compare_scores(ref.copy(), ref)
+    assert same.reproduced and "4 of 4 scores equal, max relative difference 0" in same.summary()
+    moved = compare_scores(_scores([1.0, 2.0, 3.003, -np.inf]), ref)
+    assert not moved.reproduced
+    assert moved.proxies[0].equal == 3 and moved.proxies[0].max_relative == pytest.approx(1e-3)
+    assert moved.proxies[0].kendall == pytest.approx(1.0)
+    foreign = compare_scores(_scores([1.0, 2.0, 3.0, -np.inf], ["a0", "zz", "a2", "a3"]), ref)
+    assert foreign.arch_mismatches == [1] and not foreign.reproduced
+    for name, frame in (("ref", ref), ("new", _scores([1.0, 2.0, 3.003, -np.inf]))):
+        (tmp_path / name).mkdir()
+        frame.to_csv(tmp_path / name / "scores.csv", index=False)
+    assert verify_main([str(tmp_path / "ref"), str(tmp_path / "ref")]) == 0
+    assert "reproduced" in capsys.readouterr().out
+    assert verify_main([str(tmp_path / "new"), str(tmp_path / "ref")]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+    assert verify_main([str(tmp_path / "nowhere"), str(tmp_path / "ref")]) == 2
+    assert "scores.csv not found" in one_line_error(capsys)
+
+
+def test_committed_legacy_journals_stay_readable():
+    settings, rows = read_journal(COMMITTED / "nats-tss" / "journal.csv")
+    assert settings is None and len(rows) == 12_000
+    assert (rows["arch"] == "").all() and (rows["version"] == "").all()
+    assert rows["score"].dtype == float and rows["index"].dtype == np.int64

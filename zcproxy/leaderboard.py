@@ -1,0 +1,162 @@
+"""``python -m zcproxy.leaderboard``: every proxy, ensemble and baseline of a study, side by side.
+
+Reads the score table a ``correlate`` run wrote (``<run>/scores.csv``: one row per architecture,
+one column per proxy and ``seconds_<proxy>``) and writes one Markdown table per benchmark and
+dataset: Kendall τ and Spearman ρ with bootstrap 95 % intervals, Spearman ρ once #params is
+controlled for, seconds per architecture on the machine that scored it, and the published
+figures beside ours.  Rank aggregates (``--ensemble NAME=rule:p1,p2,...``) are computed here,
+over the population of the table, by :mod:`zcproxy.ensemble`: they are not single-model proxies.
+
+Rows are sorted by τ, proxies and ensembles first, then the structural baselines (a proxy is
+worth its cost only above them).  A proxy scored on fewer architectures than the others (a
+study that grows) says so in its ``n`` column; every row is computed on the architectures it
+has.  Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
+the same architectures; the score is the one the run computed (its networks, its images), and
+the table says which dataset the networks were built for.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .ensemble import EnsembleSpec, ensemble_scores, parse_ensemble
+from .published import published_all
+from .registry import available_proxies, get_proxy
+from .stats import bootstrap_ci, kendall_tau, partial_rank_correlation, spearman_rho
+
+def _oriented(frame: pd.DataFrame, proxy: str) -> pd.Series:
+    sign = 1.0 if get_proxy(proxy).higher_is_better else -1.0
+    return sign * pd.to_numeric(frame[proxy], errors="coerce")
+
+
+def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, dataset: str,
+                ensembles: Sequence[EnsembleSpec] = (), n_boot: int = 1000,
+                seed: int = 0) -> pd.DataFrame:
+    """One row per proxy / ensemble / baseline in ``scores`` against ``accuracy`` (aligned)."""
+    known = set(available_proxies())
+    proxies = [c for c in scores.columns if c in known and f"seconds_{c}" in scores.columns]
+    columns = {p: _oriented(scores, p) for p in proxies}
+    seconds = {p: float(pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").median())
+               for p in proxies}
+    kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in proxies}
+    for name, rule, members in ensembles:
+        missing = [m for m in members if m not in columns]
+        if missing:
+            raise ValueError(f"ensemble {name}: no scores for {', '.join(missing)} in this table")
+        frame = pd.DataFrame({m: columns[m] for m in members})
+        columns[name] = pd.Series(
+            ensemble_scores(frame, list(members), rule, higher_is_better=True, nan="propagate"),
+            index=scores.index)
+        seconds[name] = float(sum(seconds[m] for m in members))
+        kinds[name] = f"ensemble ({rule}: {'+'.join(members)})"
+    params = pd.to_numeric(scores["n_params"] if "n_params" in scores else scores["params"],
+                           errors="coerce")
+    acc = pd.to_numeric(accuracy, errors="coerce")
+    rows = []
+    for name, values in columns.items():
+        keep = np.isfinite(values) & np.isfinite(acc)
+        x, y = values[keep].to_numpy(), acc[keep].to_numpy()
+        tau, rho = kendall_tau(x, y), spearman_rho(x, y)
+        tau_ci = bootstrap_ci(x, y, "kendall", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
+        rho_ci = bootstrap_ci(x, y, "spearman", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
+        partial = (partial_rank_correlation(values, acc, params).value
+                   if name not in ("n_params",) else math.nan)
+        figures = published_all(bench, name, dataset)
+        rows.append({
+            "name": name, "kind": kinds[name], "n": tau.n,
+            "kendall": tau.value, "kendall_lo": tau_ci[0], "kendall_hi": tau_ci[1],
+            "spearman": rho.value, "spearman_lo": rho_ci[0], "spearman_hi": rho_ci[1],
+            "partial_n_params": partial, "seconds": seconds[name],
+            "published": "; ".join(f"{_num(t)}/{_num(r)} ({src})" for t, r, src in figures)})
+    table = pd.DataFrame(rows)
+    table["_baseline"] = table["kind"] == "baseline"
+    table = table.sort_values(["_baseline", "kendall"], ascending=[True, False], kind="stable")
+    return table.drop(columns="_baseline").reset_index(drop=True)
+
+
+def _num(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table (intervals in brackets)."""
+    lines = ["| # | proxy | kind | n | τ [95 % CI] | ρ [95 % CI] | partial ρ given #params | "
+             "s/arch | published τ/ρ |", "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(table.itertuples(index=False), 1):
+        lines.append(
+            f"| {i} | `{r.name}` | {r.kind} | {r.n} | {_num(r.kendall)} [{_num(r.kendall_lo)}, "
+            f"{_num(r.kendall_hi)}] | {_num(r.spearman)} [{_num(r.spearman_lo)}, "
+            f"{_num(r.spearman_hi)}] | {_num(r.partial_n_params)} | {r.seconds:.3f} | "
+            f"{r.published or '–'} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zcproxy.leaderboard", description=__doc__.split("\n\n")[0] + "\n\n"
+        + __doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m zcproxy.leaderboard --bench nats-tss --run "
+               "results/correlate/nats-tss --datasets cifar10,cifar100,ImageNet16-120 "
+               "--ensemble aznas=log_rank:az_expressivity,az_progressivity,az_trainability,"
+               "az_complexity --out results/leaderboard")
+    p.add_argument("--bench", required=True, help="benchmark the run scored (nb101, nats-sss, "
+                   "nats-tss)")
+    p.add_argument("--run", required=True, help="a correlate output folder (holds scores.csv)")
+    p.add_argument("--datasets", default="cifar10",
+                   help="comma-separated datasets whose accuracy to rank (default cifar10)")
+    p.add_argument("--network-dataset", default="cifar10",
+                   help="the dataset the run's networks were built for (default cifar10)")
+    p.add_argument("--ensemble", action="append", default=[], metavar="NAME=rule:p1,p2",
+                   help="a rank aggregate to add (rules: mean_rank, log_rank = AZ-NAS's Σ log "
+                        "rank, max_abs = FreeREA's); repeatable")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--data-dir", default=None, help="benchmark data folder")
+    p.add_argument("--out", default="runs/leaderboard", help="folder for <bench>-<dataset>.md/.csv")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .atomic import write_csv, write_text
+    from .nasbench import get_benchmark
+    try:
+        ensembles = [parse_ensemble(e) for e in args.ensemble]
+        if args.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        from .analysis import read_scores
+        scores = read_scores(args.run)
+        bench = get_benchmark(args.bench, data_dir=args.data_dir)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            table = bench.table(dataset)
+            accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
+                                 index=scores.index)
+            board = leaderboard(scores, bench=args.bench, accuracy=accuracy, dataset=dataset,
+                                ensembles=ensembles, n_boot=args.bootstrap)
+            stem = out / f"{args.bench}-{dataset}"
+            write_csv(board, stem.with_suffix(".csv"), index=False)
+            split = getattr(bench, "accuracy_split", "")
+            write_text(stem.with_suffix(".md"), (
+                f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
+                f"{len(scores)} architectures of `{args.run}`; networks built for "
+                f"{args.network_dataset}{'; accuracy: ' + split if split else ''}. "
+                "Intervals: bootstrap 95 %. s/arch: median seconds on the machine that scored "
+                "them; work shared between proxies (one backward, one traced forward) is charged to the "
+                "first proxy that needed it, so a 0.000 means \"free once its partner ran\"; "
+                "an ensemble costs the sum of its members.\n\n" + to_markdown(board) + "\n"))
+            print(f"{stem}.md: {len(board)} rows")
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""SWAP-Score (Peng et al., "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NAS",
+ICLR 2024): how many distinct on/off patterns the network's units show across a batch.
+
+Recipe (pym1024/SWAP, ``src/metrics/swap.py`` and ``correlation.py``): a batch of 16 real
+images; every ReLU whose input is a feature map is hooked; the outputs are flattened per sample
+and concatenated into an (N samples x D units) matrix of signs (1 where the unit is active);
+SWAP is the number of *distinct unit patterns*, i.e. distinct columns (each unit's N-bit
+pattern across the samples).  The network runs in train mode (as built, never switched), and
+the score is the mean over 32 repeats, each after re-drawing conv/linear weights from N(0, 1)
+with zero biases and norm scales 1, shifts 0 (``network_weight_gaussian_init``).
+
+Regularised form (``swap_reg``): SWAP x exp(-(P - mu)^2 / sigma), P the parameter count.
+The official code counts P in thousands and has no default mu, sigma (regularisation is off
+unless both are given).  zcproxy counts P in millions; the default mu = sigma = 1.5 (M) puts
+the peak at the largest NAS-Bench-201 networks (1.53 M), making the factor a size prior that
+grows with P over that space.  These defaults are NOT from the official repository or a
+verified statement of the paper (mu = sigma = 1.5 appears in a third-party NAS-Bench-201
+re-implementation); set mu, sigma for your search space (a ResNet-18 with 11 M parameters gets
+a factor e^-60 from them).
+
+Choices: "ReLU on a feature map" becomes every activation module (zcproxy's
+``capture_activations``) whose output has at least 3 dimensions (feature maps or token
+sequences; a classifier head's vector activations are left out, as the 4-D test leaves them
+out in the official code), and "active" means > 0 (the sign of a ReLU output).  The batch
+is the first ``batch_size`` images of the caller's real batch (all of them if it has fewer).
+Re-initialisation ``r`` uses a generator seeded with ``seed + r``; ``reinit=False`` scores
+the weights as given (one pass).  Each unit's pattern is packed into one integer code (up to
+64 samples) and the codes are counted, instead of comparing rows of the unit x sample matrix.
+
+The count is >= 1 on every network (a network whose units are all off has one pattern), so
+SWAP is defined on NAS-Bench-201 cells whose output does not depend on the input.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..context import ProxyContext
+from ..registry import register_proxy
+from ..surgery import Recipe, capture_activations, gaussian_init_
+
+
+def distinct_rows(bits: np.ndarray) -> int:
+    """Number of distinct rows of a boolean matrix (packed 64 bits per word)."""
+    if bits.shape[0] == 0:
+        return 0
+    packed = np.packbits(bits, axis=1)
+    packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
+    words = np.ascontiguousarray(packed).view(np.uint64)
+    if words.shape[1] == 1:
+        return int(np.unique(words[:, 0]).size)
+    return int(np.unique(words, axis=0).shape[0])
+
+
+def unit_patterns(ctx: ProxyContext, net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(D units x N samples) booleans: which units are active (> 0) for which sample."""
+    n = x.shape[0]
+    codes: list[np.ndarray] = []
+
+    def collect(_name: str, out: torch.Tensor) -> None:
+        if out.dim() >= 3:
+            codes.append((out.detach().reshape(n, -1) > 0).cpu().numpy())
+
+    with torch.inference_mode(), capture_activations(net, collect):
+        ctx.forward(net, x)
+    if not codes:
+        return np.zeros((0, n), dtype=bool)
+    return np.concatenate(codes, axis=1).T
+
+
+def pattern_codes(bits: np.ndarray) -> np.ndarray:
+    """One uint64 code per column of an (N <= 64 samples x D units) boolean matrix."""
+    packed = np.packbits(bits, axis=0)  # (ceil(N/8), D)
+    codes = np.zeros((bits.shape[1], 8), dtype=np.uint8)
+    codes[:, :packed.shape[0]] = packed.T
+    return codes.view(np.uint64)[:, 0]
+
+
+def distinct_unit_patterns(ctx: ProxyContext, net: torch.nn.Module, x: torch.Tensor) -> int:
+    """Number of distinct unit patterns (as ``distinct_rows(unit_patterns(...))``, faster)."""
+    n = x.shape[0]
+    if n > 64:
+        return distinct_rows(unit_patterns(ctx, net, x))
+    codes: list[np.ndarray] = []
+
+    def collect(_name: str, out: torch.Tensor) -> None:
+        if out.dim() >= 3:
+            codes.append(pattern_codes((out.detach().reshape(n, -1) > 0).cpu().numpy()))
+
+    with torch.inference_mode(), capture_activations(net, collect):
+        ctx.forward(net, x)
+    if not codes:
+        return 0
+    every = np.concatenate(codes)
+    width = 8 * -(-n // 8)
+    if width <= 24:  # codes < 2^width: mark them in a table instead of sorting
+        seen = np.zeros(1 << width, dtype=bool)
+        seen[every] = True
+        return int(seen.sum())
+    return int(np.unique(every).size)
+
+
+def swap_count(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
+               reinit: bool = True) -> float:
+    """Mean number of distinct unit patterns over the re-initialisations (memoised)."""
+    def compute() -> float:
+        x, _ = ctx.data(min_batch=2)
+        x = x[:batch_size]
+        net = ctx.prepared(Recipe(train=True), shared=not reinit)
+        counts = []
+        for r in range(repeats if reinit else 1):
+            if reinit:
+                gaussian_init_(net, torch.Generator().manual_seed(ctx.seed + r))
+            counts.append(distinct_unit_patterns(ctx, net, x))
+        return sum(counts) / len(counts)
+    return ctx.memo(("swap", batch_size, repeats, reinit), compute)
+
+
+@register_proxy("swap", needs_data=True, higher_is_better=True,
+                description="SWAP-Score: distinct activation patterns of the units across a batch "
+                            "(Peng et al. 2024)")
+def swap(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
+         reinit: bool = True) -> float:
+    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit)
+
+
+def size_factor(n_params: int, mu: float, sigma: float) -> float:
+    """exp(-(P - mu)^2 / sigma) with P in millions of parameters."""
+    return math.exp(-((n_params / 1e6 - mu) ** 2) / sigma)
+
+
+@register_proxy("swap_reg", needs_data=True, higher_is_better=True,
+                description="regularised SWAP-Score: SWAP x exp(-(#params[M] - mu)^2 / sigma)")
+def swap_reg(ctx: ProxyContext, *, mu: float = 1.5, sigma: float = 1.5, batch_size: int = 16,
+             repeats: int = 32, reinit: bool = True) -> float:
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    n_params = sum(p.numel() for p in ctx.model.parameters())
+    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit) \
+        * size_factor(n_params, mu, sigma)

@@ -1,0 +1,178 @@
+"""``python -m zcproxy.verify NEW REFERENCE``: did a fresh run reproduce the committed scores?
+
+Compares two ``correlate`` output folders architecture by architecture: the same index must
+name the same architecture string in both, and each proxy's score is compared exactly (how
+many of N are bit-for-bit equal), by its largest relative difference, and by the Kendall τ
+between the two runs' scores (1.000 = the same ranking).  ``make reproduce`` scores a sample
+afresh into ``runs/`` and ends with this verdict against ``results/correlate/<bench>/``.
+
+Each folder's ``scores.csv`` is read through :func:`zcproxy.analysis.read_scores`, so a table
+cut short or edited since its run is refused rather than compared.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import read_scores
+from .cli import add_debug_flag, run_command
+from .stats import kendall_tau
+
+NOT_PROXIES = {"index", "arch", "accuracy", "params", "flops", "errors"}
+
+
+@dataclass(frozen=True)
+class ProxyComparison:
+    """One proxy's scores in two runs, over the architectures both scored."""
+
+    proxy: str
+    n: int                 # architectures with a score (or a recorded NaN) in both runs
+    equal: int             # of them, bit-for-bit equal (NaN = NaN, -inf = -inf)
+    within: int            # of them, equal within the relative tolerance
+    max_relative: float    # largest |new - ref| / |ref| over finite pairs (0 if all equal)
+    kendall: float         # Kendall τ between the two runs' scores (finite pairs)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs side by side: what they share, and how each shared proxy compares."""
+
+    new: str
+    reference: str
+    common: int                      # architectures in both runs
+    only_new: int                    # scored by the new run, absent from the reference
+    arch_mismatches: list[int] = field(default_factory=list)  # indices naming other archs
+    proxies: list[ProxyComparison] = field(default_factory=list)
+    rtol: float = 1e-5
+
+    @property
+    def reproduced(self) -> bool:
+        """Every shared score equal within ``rtol``, on the same architectures."""
+        return (self.common > 0 and not self.arch_mismatches and bool(self.proxies)
+                and all(p.within == p.n for p in self.proxies))
+
+    def summary(self) -> str:
+        """The verdict as printed by the command line: a table, then one line."""
+        lines = [f"{self.new} vs {self.reference}: {self.common:,} architectures in common"
+                 f" ({self.only_new:,} only in {self.new})"]
+        if self.arch_mismatches:
+            lines.append(f"  {len(self.arch_mismatches):,} indices name other architectures "
+                         f"(e.g. {self.arch_mismatches[0]}): the runs used different data")
+        if self.proxies:
+            width = max(12, *(len(p.proxy) for p in self.proxies))
+            lines.append(f"  {'proxy':{width}s} {'equal':>13s} {'max rel diff':>13s} "
+                         f"{'Kendall tau':>12s}")
+            for p in self.proxies:
+                lines.append(f"  {p.proxy:{width}s} {f'{p.equal:,}/{p.n:,}':>13s} "
+                             f"{p.max_relative:13.3g} {p.kendall:12.4f}")
+        n = sum(p.n for p in self.proxies)
+        equal = sum(p.equal for p in self.proxies)
+        worst = max((p.max_relative for p in self.proxies), default=float("nan"))
+        if not self.proxies or self.common == 0:
+            verdict = "nothing to compare (no shared proxy or architecture): NOT reproduced"
+        else:
+            verdict = (f"{equal:,} of {n:,} scores equal, max relative difference {worst:.3g}: "
+                       + ("reproduced" if self.reproduced
+                          else f"NOT reproduced (tolerance {self.rtol:g})"))
+        lines.append("verdict: " + verdict)
+        return "\n".join(lines)
+
+
+def compare_scores(new: pd.DataFrame, reference: pd.DataFrame, *,
+                   proxies: Sequence[str] | None = None, rtol: float = 1e-5,
+                   names: tuple[str, str] = ("new", "reference")) -> Comparison:
+    """Compare two ``scores.csv`` tables (one row per architecture, one column per proxy).
+
+    ``proxies`` defaults to every proxy column both tables have (``seconds_*`` columns are
+    timings, not scores, and are skipped).
+    """
+    for frame, name in ((new, names[0]), (reference, names[1])):
+        if "index" not in frame or frame["index"].duplicated().any():
+            raise ValueError(f"{name}: a score table needs one row per architecture 'index'")
+    a = new.set_index("index")
+    b = reference.set_index("index")
+    common = a.index.intersection(b.index)
+    mismatches: list[int] = []
+    if "arch" in a and "arch" in b:
+        differs = a.loc[common, "arch"].astype(str) != b.loc[common, "arch"].astype(str)
+        mismatches = [int(i) for i in common[differs.to_numpy()]]
+    if proxies is None:
+        proxies = [c for c in a.columns if c in b.columns and c not in NOT_PROXIES
+                   and not c.startswith("seconds_")]
+    missing = [p for p in proxies if p not in a.columns or p not in b.columns]
+    if missing:
+        raise ValueError(f"proxy column(s) {missing} are not in both tables")
+    same = common.difference(pd.Index(mismatches))
+    results = [_compare_proxy(p, a.loc[same, p].to_numpy(float), b.loc[same, p].to_numpy(float),
+                              rtol) for p in proxies]
+    return Comparison(names[0], names[1], len(common), len(a.index.difference(b.index)),
+                      mismatches, results, rtol)
+
+
+def _compare_proxy(proxy: str, x: np.ndarray, y: np.ndarray, rtol: float) -> ProxyComparison:
+    present = ~(np.isnan(x) & np.isnan(y))  # both NaN: the same "no score", still counted
+    both_nan = np.isnan(x) & np.isnan(y)
+    equal = (x == y) | both_nan
+    finite = np.isfinite(x) & np.isfinite(y)
+    scale = np.maximum(np.abs(y), np.finfo(float).tiny)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where not finite: unused
+        relative = np.where(finite, np.abs(x - y) / scale, np.where(equal, 0.0, np.inf))
+    within = equal | (finite & (relative <= rtol))
+    worst = float(relative.max()) if len(relative) else 0.0
+    tau = kendall_tau(x[finite], y[finite]).value if finite.sum() > 1 else math.nan
+    return ProxyComparison(proxy, int(present.sum()), int(equal.sum()), int(within.sum()),
+                           worst, float(tau))
+
+
+def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
+                 proxies: Sequence[str] | None = None, rtol: float = 1e-5) -> Comparison:
+    """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`)."""
+    return compare_scores(read_scores(new), read_scores(reference), proxies=proxies, rtol=rtol,
+                          names=(str(new), str(reference)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zcproxy.verify", description=__doc__.split("\n\n")[0] + "\n\n"
+        + __doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m zcproxy.verify runs/nats-sss-sample1000-seed0 "
+               "results/correlate/nats-sss\nexit status: 0 reproduced, 1 not, 2 a usage error")
+    p.add_argument("new", help="folder of the fresh run (holds scores.csv)")
+    p.add_argument("reference", help="folder to compare with, e.g. results/correlate/nats-sss")
+    p.add_argument("--proxies", default=None,
+                   help="comma-separated proxies to compare (default: every one both have)")
+    p.add_argument("--rtol", type=float, default=1e-5,
+                   help="relative difference still counted as reproduced (default 1e-5; "
+                        "bit-for-bit equality is reported beside it)")
+    add_debug_flag(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        if not args.rtol >= 0:
+            raise ValueError(f"--rtol {args.rtol} must be at least 0")
+        proxies = None
+        if args.proxies is not None:
+            proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+            if not proxies:
+                raise ValueError(f"--proxies {args.proxies!r} names no proxy")
+        result = compare_runs(Path(args.new), Path(args.reference), proxies=proxies,
+                              rtol=args.rtol)
+        print(result.summary())
+        return 0 if result.reproduced else 1
+    return run_command(body, prog="verify", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
