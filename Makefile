@@ -22,14 +22,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed  ## run the test suite
-	ZCPROXY_DATA=$(DATA) $(PY) -m pytest -q
+	ZCPROXY_DATA=$(abspath $(DATA)) $(PY) -m pytest -q
 
 # Scores afresh (never reusing a journal) into the scratch folder RUN, then compares every score
 # with the committed results/correlate/BENCH and prints the verdict (exit 1 if not reproduced).
 reproduce: $(VENV)/.installed  ## Table 4: score a sample of BENCH afresh into runs/, compare with results/
-	ZCPROXY_DATA=$(DATA) $(PY) -m zcproxy.correlate --bench $(BENCH) --sample $(SAMPLE) \
+	ZCPROXY_DATA=$(abspath $(DATA)) $(PY) -m zcproxy.correlate --bench $(BENCH) --sample $(SAMPLE) \
 		--proxies $(PROXIES) --no-baselines --workers $(WORKERS) --fresh --plot --out $(RUN)
-	ZCPROXY_DATA=$(DATA) $(PY) -m zcproxy.verify $(RUN) results/correlate/$(BENCH) --proxies $(PROXIES)
+	ZCPROXY_DATA=$(abspath $(DATA)) $(PY) -m zcproxy.verify $(RUN) results/correlate/$(BENCH) --proxies $(PROXIES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,6 +8,7 @@ cheap proxies (``n_params`` needs no forward pass).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -142,17 +143,33 @@ def test_a_foreign_journal_without_settings_is_never_adopted_silently(tmp_path, 
     assert not (out / "scores.csv").exists()
 
 
+# zcproxy 0.1 named the |weights| Entropic Score "entropic"; 0.2 calls it "entropic_abs" and
+# "entropic" is the signed reading (the committed folders were adopted with that renaming).
+_V01_NAMES = {"entropic_abs": "entropic", "entropic_abs_mean": "entropic_mean",
+              "entropic_abs_across": "entropic_across"}
+
+
 def _committed_subset(folder: Path, bench: str, n: int) -> None:
-    """The first ``n`` sampled architectures of a committed 0.1 folder: journal, scores.csv
-    and run.json as zcproxy 0.1 wrote them."""
+    """The first ``n`` sampled architectures of a committed folder, written back the way
+    zcproxy 0.1 wrote them: a journal without settings line, arch or version columns and with
+    0.1's proxy names, its scores.csv and its run.json (a genuine 0.1-format fixture)."""
     folder.mkdir()
-    scores = pd.read_csv(COMMITTED / bench / "scores.csv")
-    keep = set(scores["index"].head(n))
-    lines = (COMMITTED / bench / "journal.csv").read_text().splitlines(keepends=True)
-    (folder / "journal.csv").write_text(
-        lines[0] + "".join(line for line in lines[1:] if int(line.split(",", 1)[0]) in keep))
-    scores.head(n).to_csv(folder / "scores.csv", index=False)
-    shutil.copy(COMMITTED / bench / "run.json", folder / "run.json")
+    scores = pd.read_csv(COMMITTED / bench / "scores.csv").head(n)
+    keep = set(scores["index"])
+    _, rows = read_journal(COMMITTED / bench / "journal.csv")
+    rows = rows[rows["index"].isin(keep) & (rows["proxy"] != "entropic")]
+    rows = rows.assign(proxy=rows["proxy"].replace(_V01_NAMES))
+    lines = [",".join(LEGACY_COLUMNS)] + [
+        f"{r.index},{r.proxy},{r.score!r},{r.seconds:.6f},{r.error if isinstance(r.error, str) else ''}"
+        for r in rows.itertuples(index=False)]
+    (folder / "journal.csv").write_text("\n".join(lines) + "\n")
+    scores.drop(columns=["entropic", "seconds_entropic"], errors="ignore").rename(
+        columns={**_V01_NAMES, **{f"seconds_{k}": f"seconds_{v}" for k, v in _V01_NAMES.items()}}
+    ).to_csv(folder / "scores.csv", index=False)
+    record = json.loads((COMMITTED / bench / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps(
+        {k: record[k] for k in ("bench", "dataset", "seed", "batch_size", "official_path")}
+        | {"zcproxy": "0.1.0"}, indent=2) + "\n")
 
 
 def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, capsys):
@@ -184,7 +201,8 @@ def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, 
     pd.testing.assert_frame_equal(committed[["index", "arch", "naswot", "synflow"]],
                                   rewritten[["index", "arch", "naswot", "synflow"]],
                                   check_exact=True)
-    assert not np.allclose(committed["entropic"], rewritten["entropic"])
+    assert not np.allclose(committed["entropic_abs"], rewritten["entropic"])  # 0.1's reading
+    np.testing.assert_allclose(rewritten["entropic"], committed["entropic"], rtol=1e-12)
     assert "entropic_mean" not in rewritten  # old definition, not asked for: left out
     # The same files dropped into a size-space folder: every arch disagrees, refused.
     foreign = tmp_path / "sss"
@@ -515,8 +533,9 @@ def test_verify_reports_equal_scores_differences_and_foreign_architectures(tmp_p
     assert "scores.csv not found" in one_line_error(capsys)
 
 
-def test_committed_legacy_journals_stay_readable():
-    settings, rows = read_journal(COMMITTED / "nats-tss" / "journal.csv")
+def test_legacy_journals_stay_readable(tmp_path):
+    _committed_subset(tmp_path / "legacy", "nats-tss", 1000)
+    settings, rows = read_journal(tmp_path / "legacy" / "journal.csv")
     assert settings is None and len(rows) == 12_000
     assert (rows["arch"] == "").all() and (rows["version"] == "").all()
     assert rows["score"].dtype == float and rows["index"].dtype == np.int64
