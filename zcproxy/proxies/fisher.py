@@ -25,17 +25,15 @@ from __future__ import annotations
 import math
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
-from .gradient import CONSTANT_OUTPUT, loss_pass
+from ..registry import register_proxy
+from .gradient import defined_loss_pass
 
 
 @register_proxy("fisher", needs_data=True, higher_is_better=True,
                 description="fisher: Σ per-channel ½·mean_n(Σ z·∂L/∂z)², broadcast to the "
                             "channel's weights (NASLib / Abdelfattah et al. 2021)")
 def fisher(ctx: ProxyContext, *, per_weight: bool = True, train: bool = True) -> float:
-    p = loss_pass(ctx, train=train)
-    if p.constant_output:
-        raise ProxyUndefined(CONSTANT_OUTPUT)
+    p = defined_loss_pass(ctx, train=train)
     total = 0.0
     for w, f in zip(p.weights, p.fisher):
         if f is None:

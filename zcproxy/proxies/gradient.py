@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..context import ProxyContext
-from ..registry import register_proxy
+from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
 
 
@@ -37,6 +37,15 @@ class LossPass(NamedTuple):
     # (Σ over positions of z·∂L/∂z)², z the module's output (NASLib's fisher.py).
     fisher: list[torch.Tensor | None]
     constant_output: bool
+
+
+def defined_loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
+    """:func:`loss_pass` for the proxies that are undefined (NaN with the reason) when the
+    network's output does not depend on its input (fisher, plain, GraSP)."""
+    p = loss_pass(ctx, train=train)
+    if p.constant_output:
+        raise ProxyUndefined(CONSTANT_OUTPUT)
+    return p
 
 
 def _channel_fisher(module: nn.Module, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -25,16 +25,14 @@ import torch.nn.functional as F
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
-from .gradient import CONSTANT_OUTPUT, loss_pass
+from .gradient import defined_loss_pass
 
 
 @register_proxy("grasp", needs_data=True, higher_is_better=True,
                 description="GraSP: Σ −W·(H ∂L/∂W), the Hessian-gradient product "
                             "(Wang et al. 2020, NASLib's sign)")
 def grasp(ctx: ProxyContext, *, train: bool = True) -> float:
-    first = loss_pass(ctx, train=train)
-    if first.constant_output:
-        raise ProxyUndefined(CONSTANT_OUTPUT)
+    first = defined_loss_pass(ctx, train=train)
     x, y = ctx.data(need_targets=True)
     net = ctx.prepared(Recipe(train=train), shared=False)
     pairs = [(m.weight, g) for m, g in zip(weight_modules(net), first.grads)

@@ -10,15 +10,13 @@ input is undefined (NaN, with the reason).
 from __future__ import annotations
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
-from .gradient import CONSTANT_OUTPUT, loss_pass
+from ..registry import register_proxy
+from .gradient import defined_loss_pass
 
 
 @register_proxy("plain", needs_data=True, higher_is_better=True,
                 description="plain: Σ W·∂L/∂W on a labelled batch (NASLib / Abdelfattah et al. "
                             "2021)")
 def plain(ctx: ProxyContext, *, train: bool = True) -> float:
-    p = loss_pass(ctx, train=train)
-    if p.constant_output:
-        raise ProxyUndefined(CONSTANT_OUTPUT)
+    p = defined_loss_pass(ctx, train=train)
     return float(sum(float((w * g).sum()) for w, g in zip(p.weights, p.grads) if g is not None))
