@@ -1,24 +1,35 @@
 """How fast does zcproxy score architectures, against the reference-style baseline?
 
 For NATS-sss, NATS-tss and NAS-Bench-101 samples and each proxy set (NASWOT, LogSynflow,
-Entropic Score, and all three together) three configurations score the same architectures:
+Entropic Score, and all three together) the configurations named by ``--configs`` score the
+same architectures (``wN`` stands for ``--workers`` processes):
 
 * ``baseline``: ``benchmarks/reference.py``, the original code's way (a fresh network per
   proxy, deep copies, float32 matmul kernel for NASWOT), one process, torch's default threads;
-* ``ours-w1``: ``zcproxy.runner.run_scoring`` in one process with 1 torch thread;
-* ``ours-wN``: the same with ``--workers`` spawned processes, 1 thread each.
+  always measured, since every score and every ratio is taken against it;
+* ``baseline-t1``: the same with 1 torch thread;
+* ``ours-w1``, ``ours-wN``: ``zcproxy.runner.run_scoring`` with exact arithmetic
+  (``ScoringJob(exact=True)``, bit parity with the baseline), in one process with 1 torch
+  thread, or in ``--workers`` spawned processes with 1 thread each;
+* ``fast-w1``, ``fast-wN``: the same on the fast path of issue 16 (``ScoringJob(exact=False)``:
+  NASWOT in bfloat16 channels-last, the signed Entropic Score in float32 channels-last).
 
 Each configuration lives in its own long-running child process (set up before any timing:
 imports, benchmark tables, CIFAR batch, worker pool), and the parent hands the children the
-sample block by block in rotating order, so that all three are measured in the same minutes of
-a possibly loaded machine.  Per configuration it reports architectures per second (wall clock),
-CPU seconds per architecture (all processes of the configuration; the load-independent cost),
-peak RSS (``VmHWM`` of every process of the configuration, summed), and checks that every
-score equals the baseline's (``--rtol``, default 1e-9).  It also times a large float32/float64
-matmul to get the machine's FLOP rate per core, counts the FLOPs each proxy needs
-(``torch.utils.flop_counter`` on the meta device, every sampled architecture) and reports the
-FLOP-bound floor, and profiles one proxy set (cProfile) before (baseline) and after (ours).
-Writes ``benchmarks/RESULTS.md``.
+sample block by block in rotating order, so that all of them are measured in the same minutes
+of a possibly loaded machine.  That interleaved measurement is repeated ``--repeats`` times per
+benchmark and proxy set, each time in another order, because on a shared VM one measurement of
+a pool moves by ±15 %: the report gives the median arch/s and the median ratio to the baseline
+with its min–max spread.  Per configuration it also reports CPU seconds per architecture (all
+processes of the configuration; the load-independent cost) and peak RSS (``VmHWM`` of every
+process of the configuration, summed), and checks every score against the baseline's: exact
+configurations within ``--rtol`` (default 1e-9), fast ones by the fidelity gate of issue 16
+(the same non-finite scores, Spearman ρ ≥ 0.9999 per proxy; the largest relative difference is
+reported).  It also times a large float32/float64 matmul to get the machine's FLOP rate per
+core, counts the FLOPs each proxy needs (``torch.utils.flop_counter`` on the meta device, every
+sampled architecture) and reports the FLOP-bound floor, and profiles one proxy set (cProfile)
+before (baseline) and after (each in-process zcproxy configuration).  Writes
+``benchmarks/RESULTS.md`` (``--out``).
 """
 from __future__ import annotations
 
@@ -26,9 +37,11 @@ import argparse
 import cProfile
 import io
 import json
+import math
 import os
 import platform
 import pstats
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +55,26 @@ ROOT = HERE.parent
 PROXY_SETS = {"naswot": ("naswot",), "logsynflow": ("logsynflow",),
               "entropic": ("entropic",), "all": ("naswot", "logsynflow", "entropic")}
 SSS_TOTAL = 32768
+SSS_MINUTES = 70  # issue 16: all of NATS-sss, all three proxies, on 2 cores
+CONFIGS = ("baseline", "baseline-t1", "ours-w1", "ours-wN", "fast-w1", "fast-wN")
+DEFAULT_CONFIGS = "baseline,baseline-t1,ours-wN,fast-w1,fast-wN"
+
+
+def config_names(spec: str, workers: int) -> list[str]:
+    """The configurations of ``--configs``, with ``wN`` spelled out as ``w<workers>``.
+
+    ``baseline`` comes first even if not asked for: every score check and every ratio is taken
+    against it.  With ``--workers 1``, ``ours-wN`` is ``ours-w1`` (in process), and so on."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    return list(dict.fromkeys(n.replace("-wN", f"-w{workers}") for n in ["baseline", *names]))
+
+
+def is_fast(impl: str) -> bool:
+    """Whether a configuration scores on the fast path (judged by rank, not by bits)."""
+    return impl.startswith("fast-")
 
 
 # ----------------------------------------------------------------------------- child side
@@ -73,8 +106,7 @@ def _reset_peak(pid: int | str = "self") -> None:
 class _Child:
     """One configuration, set up once; scores blocks of architectures on request."""
 
-    def __init__(self, impl: str, bench: str, sets: Sequence[str], sample: int, seed: int,
-                 workers: int):
+    def __init__(self, impl: str, bench: str, sets: Sequence[str], sample: int, seed: int):
         start = time.perf_counter()
         self.impl = impl
         self.all_proxies = tuple(dict.fromkeys(p for s in sets for p in PROXY_SETS[s]))
@@ -93,12 +125,14 @@ class _Child:
         else:
             from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor
             from zcproxy.runner import ScoringJob
+            workers = int(impl.rsplit("-w", 1)[1])
             # One job with every proxy: the same workers then serve each proxy set.
-            self.job = ScoringJob(bench=bench, proxies=self.all_proxies, seed=seed, threads=1)
-            self.executor = (InProcessExecutor() if impl == "ours-w1"
+            self.job = ScoringJob(bench=bench, proxies=self.all_proxies, seed=seed, threads=1,
+                                  exact=not is_fast(impl))
+            self.executor = (InProcessExecutor() if workers == 1
                              else ProcessPoolExecutor(workers, threads=1))
             self.executor.start(self.job)
-            if impl != "ours-w1":
+            if workers > 1:
                 self.pool_pids = list(self.executor._pool._processes)
             self.folder = Path(tempfile.mkdtemp(prefix="zcbench-"))
         self.startup = time.perf_counter() - start
@@ -106,13 +140,15 @@ class _Child:
     def cpu(self) -> float:
         return _proc_stat()[0] + sum(_proc_stat(p)[0] for p in self.pool_pids)
 
-    def score(self, set_name: str, indices: list[int]) -> dict:
+    def score(self, set_name: str, indices: list[int], run: str) -> dict:
         cpu0, wall0 = self.cpu(), time.perf_counter()
-        scores = self._score(set_name, indices)
+        scores = self._score(set_name, indices, run)
         return {"seconds": time.perf_counter() - wall0, "cpu": self.cpu() - cpu0,
                 "scores": scores}
 
-    def _score(self, set_name: str, indices: list[int]) -> dict:
+    def _score(self, set_name: str, indices: list[int], run: str) -> dict:
+        # ``run`` names the journal: each repetition (and the profile) must score afresh, since
+        # run_scoring skips what its journal already holds.
         proxies = PROXY_SETS[set_name]
         if self.impl.startswith("baseline"):
             return {str(i): self.scorer.score(i, proxies) for i in indices}
@@ -120,7 +156,7 @@ class _Child:
 
         from zcproxy.runner import run_scoring
         job = dataclasses.replace(self.job, proxies=proxies)
-        frame = run_scoring(job, indices, self.folder / f"journal-{set_name}.csv",
+        frame = run_scoring(job, indices, self.folder / f"journal-{set_name}-{run}.csv",
                             progress=False, executor=self.executor)
         frame = frame[frame["index"].isin(indices)]
         out: dict = {}
@@ -132,11 +168,9 @@ class _Child:
         return out
 
     def profile(self, set_name: str, indices: list[int], top: int) -> str:
-        if not self.impl.startswith("baseline"):
-            self.folder = Path(tempfile.mkdtemp(prefix="zcbench-"))  # score them afresh
         prof = cProfile.Profile()
         prof.enable()
-        self._score(set_name, indices)
+        self._score(set_name, indices, "profile")
         prof.disable()
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
@@ -164,7 +198,7 @@ def child_main(config: dict) -> int:
         request = json.loads(line)
         cmd = request["cmd"]
         if cmd == "score":
-            _send(child.score(request["set"], request["indices"]))
+            _send(child.score(request["set"], request["indices"], request["run"]))
         elif cmd == "reset_peaks":
             child.reset_peaks()
             _send({})
@@ -288,56 +322,161 @@ class _Proc:
         raise RuntimeError(f"child {self.config['impl']} died (exit {self.proc.wait()})")
 
 
+def _same(a: float, b: float) -> bool:
+    """Bit for bit the same score; NaN = NaN (the same "no score")."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
 def _close(a: float, b: float, rtol: float) -> bool:
-    if a == b:
-        return True
-    return abs(a - b) <= rtol * max(abs(a), abs(b))
+    return _same(a, b) or abs(a - b) <= rtol * max(abs(a), abs(b))
+
+
+def _fidelity(x, y) -> tuple[float, float, bool, bool]:
+    """Issue 16's gate for one proxy, fast scores ``x`` against the baseline's ``y``:
+    (Spearman ρ, largest relative difference, same non-finite scores, passed).  The same
+    judgement as ``zcproxy.verify`` makes between an exact and a fast run."""
+    import numpy as np
+
+    from zcproxy.stats import spearman_rho
+    from zcproxy.verify import GATE_SPEARMAN
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    same_nonfinite = bool(np.array_equal(np.isfinite(x), np.isfinite(y))
+                          and np.array_equal(x[~finite], y[~finite], equal_nan=True))
+    rel = np.abs(x[finite] - y[finite]) / np.maximum(np.abs(y[finite]), np.finfo(float).tiny)
+    rho = float(spearman_rho(x[finite], y[finite]).value) if finite.sum() > 1 else math.nan
+    # ρ is undefined for constant scores; equal ones still pass.
+    passed = same_nonfinite and (rho >= GATE_SPEARMAN or bool((x[finite] == y[finite]).all()))
+    return rho, float(rel.max()) if rel.size else 0.0, same_nonfinite, passed
+
+
+def check_scores(scores: dict, base: dict, proxies: Sequence[str], fast: bool,
+                 rtol: float) -> dict:
+    """Compare one configuration's scores (``{index: {proxy: score}}``) with the baseline's.
+
+    Exact configurations must match within ``rtol``; the fast path cannot (bfloat16 and
+    channels-last sum in another order), so it is held to the fidelity gate instead: per
+    proxy, the same non-finite scores and Spearman ρ ≥ 0.9999, with the worst ρ and the
+    largest relative difference over the set's proxies reported."""
+    pairs = [(i, p, base[i][p], v) for i, d in scores.items() for p, v in d.items()]
+    mismatches = [x for x in pairs if not _close(x[2], x[3], rtol)]
+    out = {"fast": fast, "scores": len(pairs), "exact": sum(_same(a, v) for _, _, a, v in pairs),
+           "mismatches": mismatches[:3], "n_mismatch": len(mismatches)}
+    if not fast:
+        return {**out, "ok": not mismatches}
+    gates = [_fidelity([scores[i][p] for i in scores], [base[i][p] for i in scores])
+             for p in proxies]
+    rhos = [g[0] for g in gates if not math.isnan(g[0])]
+    return {**out, "rho": min(rhos) if rhos else math.nan, "max_rel": max(g[1] for g in gates),
+            "same_nonfinite": all(g[2] for g in gates), "ok": all(g[3] for g in gates)}
+
+
+def _changed_between_runs(runs: list[dict]) -> int:
+    """Scores of later repetitions that are not bit for bit those of the first."""
+    first = runs[0]["scores"]
+    return sum(not _same(v, first[i][p])
+               for run in runs[1:] for i, d in run["scores"].items() for p, v in d.items())
+
+
+def _order(impls: list[str], block: int, rep: int) -> list[str]:
+    """Who scores a block first: rotated by block and repetition, and reversed in odd
+    repetitions, so that no configuration always follows the same one."""
+    shift = (block + rep) % len(impls)
+    order = impls[shift:] + impls[:shift]
+    return order[::-1] if rep % 2 else order
+
+
+def arch_rates(row: dict) -> list[float]:
+    """Arch/s of each repetition (a dump written before ``--repeats`` has the one)."""
+    return row.get("arch_per_s_reps") or [row["arch_per_s"]]
+
+
+def ratios(row: dict, ref: dict) -> list[float]:
+    """Arch/s ÷ the reference configuration's, per repetition: both were measured in the
+    same interleaved minutes, so each repetition's ratio is fair even if the load changed."""
+    return [a / b for a, b in zip(arch_rates(row), arch_rates(ref))]
+
+
+def spread(values: Sequence[float]) -> str:
+    """``median× [min–max]`` of ratios (just the value if there is one)."""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.2f}×"
+    return f"{med:.2f}× [{min(values):.2f}–{max(values):.2f}]"
+
+
+def check_text(row: dict) -> str:
+    """The report's "scores" cell (and the log's verdict) for one configuration."""
+    if row["impl"] == "baseline":
+        text = "reference"
+    elif row.get("fast"):
+        rho = "n/a" if math.isnan(row["rho"]) else f"{row['rho']:.6f}"
+        detail = (f"ρ {rho}, max rel {row['max_rel']:.2g}"
+                  + ("" if row["same_nonfinite"] else ", other non-finite scores"))
+        text = f"rank-equal ({detail})" if row["ok"] else f"**DIFFERENT** ({detail})"
+    elif not row["n_mismatch"]:
+        text = f"equal ({row['exact']}/{row['scores']} bit-identical)"
+    else:
+        text = f"**{row['n_mismatch']} differ**: {row['mismatches']}"
+    if row.get("n_unstable"):
+        text += f"; **{row['n_unstable']} changed between repetitions**"
+    return text
 
 
 def run_bench(bench: str, sets: Sequence[str], sample: int, args, env: dict, log) -> dict:
     """All configurations of one benchmark: one child each, every proxy set in turn (smallest
     memory first, so the RSS high-water mark, reset between sets, is that set's), blocks of
-    the sample handed to the children in rotating order."""
-    impls = ["baseline", "baseline-t1", "ours-w1", f"ours-w{args.workers}"]
+    the sample handed to the children in rotating order, the whole ``--repeats`` times."""
+    impls = config_names(args.configs, args.workers)
     procs = {impl: _Proc({"impl": impl, "bench": bench, "sets": list(sets), "sample": sample,
-                          "seed": args.seed, "workers": args.workers}, env)
+                          "seed": args.seed}, env)
              for impl in impls}
     ready = {impl: p.ask() for impl, p in procs.items()}
     indices = ready["baseline"]["indices"]
-    blocks = [indices[i:i + args.block] for i in range(0, len(indices), args.block)]
+    n = len(indices)
+    blocks = [indices[i:i + args.block] for i in range(0, n, args.block)]
     rows, profiles, flops = [], {}, None
     for set_name in sets:
-        totals = {impl: {"seconds": 0.0, "cpu": 0.0, "scores": {}} for impl in impls}
         for p in procs.values():
             p.ask({"cmd": "reset_peaks"})
-        for b, block in enumerate(blocks):
-            shift = b % len(impls)
-            for impl in impls[shift:] + impls[:shift]:  # rotate who goes first
-                reply = procs[impl].ask({"cmd": "score", "set": set_name, "indices": block})
-                totals[impl]["seconds"] += reply["seconds"]
-                totals[impl]["cpu"] += reply["cpu"]
-                totals[impl]["scores"].update(reply["scores"])
+        runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+        for rep in range(args.repeats):
+            for impl in impls:
+                runs[impl].append({"seconds": 0.0, "cpu": 0.0, "scores": {}})
+            for b, block in enumerate(blocks):
+                for impl in _order(impls, b, rep):
+                    reply = procs[impl].ask({"cmd": "score", "set": set_name, "indices": block,
+                                             "run": f"r{rep}"})
+                    run = runs[impl][rep]
+                    run["seconds"] += reply["seconds"]
+                    run["cpu"] += reply["cpu"]
+                    run["scores"].update(reply["scores"])
+            log(f"    {bench} {set_name} repetition {rep + 1}/{args.repeats}: " + ", ".join(
+                f"{impl} {n / runs[impl][rep]['seconds']:.2f}" for impl in impls) + " arch/s")
         peaks = {impl: p.ask({"cmd": "peaks"})["peaks"] for impl, p in procs.items()}
-        base = totals["baseline"]["scores"]
-        for impl in impls:
-            t = totals[impl]
-            pairs = [(i, p, base[i][p], v) for i, d in t["scores"].items() for p, v in d.items()]
-            mismatches = [x for x in pairs if not _close(x[2], x[3], args.rtol)]
-            exact = sum(a == v for _, _, a, v in pairs)
-            rows.append({"bench": bench, "proxies": set_name, "impl": impl, "n": len(indices),
-                         "arch_per_s": len(indices) / t["seconds"], "seconds": t["seconds"],
-                         "cpu_per_arch": t["cpu"] / len(indices),
-                         "peak_mb": sum(peaks[impl]), "peak_mb_processes": peaks[impl],
-                         "startup_s": ready[impl]["startup"], "scores": len(pairs),
-                         "exact": exact, "mismatches": mismatches[:3],
-                         "n_mismatch": len(mismatches)})
-            r = rows[-1]
+        base = runs["baseline"][0]["scores"]
+        set_rows = []
+        for impl in impls:  # the baseline first
+            rate = [n / run["seconds"] for run in runs[impl]]
+            cpu = [run["cpu"] / n for run in runs[impl]]
+            set_rows.append({
+                "bench": bench, "proxies": set_name, "impl": impl, "n": n,
+                "arch_per_s": statistics.median(rate), "arch_per_s_reps": rate,
+                "seconds": statistics.median(run["seconds"] for run in runs[impl]),
+                "cpu_per_arch": statistics.median(cpu), "cpu_per_arch_reps": cpu,
+                "peak_mb": sum(peaks[impl]), "peak_mb_processes": peaks[impl],
+                "startup_s": ready[impl]["startup"],
+                "n_unstable": _changed_between_runs(runs[impl]),
+                **check_scores(runs[impl][0]["scores"], base, PROXY_SETS[set_name],
+                               is_fast(impl), args.rtol)})
+            r = set_rows[-1]
             log(f"  {bench:8s} {set_name:10s} {impl:11s} {r['arch_per_s']:7.3f} arch/s  "
-                f"cpu {r['cpu_per_arch']:.3f} s/arch  peak {r['peak_mb']:.0f} MB  "
-                f"{'OK' if not mismatches else f'{len(mismatches)} MISMATCHES'} "
-                f"({exact}/{len(pairs)} bit-identical)")
+                f"{spread(ratios(r, set_rows[0]))} baseline  cpu {r['cpu_per_arch']:.3f} s/arch  "
+                f"peak {r['peak_mb']:.0f} MB  "
+                f"{'OK' if r['ok'] and not r['n_unstable'] else 'FAILED'}: {check_text(r)}")
+        rows += set_rows
         if bench == args.profile_bench and set_name == args.profile_set:
-            for impl in ("baseline-t1", "ours-w1"):
+            for impl in _profiled(impls):
                 profiles[impl] = procs[impl].ask(
                     {"cmd": "profile", "set": set_name, "indices": indices[:args.profile_n],
                      "top": args.profile_top})["text"]
@@ -345,13 +484,22 @@ def run_bench(bench: str, sets: Sequence[str], sample: int, args, env: dict, log
         flops = procs["baseline"].ask({"cmd": "flops", "indices": indices})["flops"]
     forward = None
     if "naswot" in sets:
-        forward = procs["ours-w1"].ask({"cmd": "naswot_forward", "indices": indices})["seconds"]
+        # Last request: it sets the child's torch threads to 1.
+        helper = "baseline-t1" if "baseline-t1" in procs else "baseline"
+        forward = procs[helper].ask({"cmd": "naswot_forward", "indices": indices})["seconds"]
     for p in procs.values():
         p.ask({"cmd": "stop"})
         p.proc.wait()
     return {"bench": bench, "rows": rows, "profiles": profiles, "flops": flops,
             "naswot_forward": forward,
             "indices": indices, "startup": {k: v["startup"] for k, v in ready.items()}}
+
+
+def _profiled(impls: Sequence[str]) -> list[str]:
+    """Before (the 1-thread baseline if measured) and after (each in-process zcproxy
+    configuration): profiling a pool's parent would only show it waiting."""
+    before = "baseline-t1" if "baseline-t1" in impls else "baseline"
+    return [before] + [impl for impl in ("ours-w1", "fast-w1") if impl in impls]
 
 
 def _busy_cpu_seconds() -> float | None:
@@ -387,26 +535,82 @@ def machine_info() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
 
+def _describe(impl: str, workers: int, threads: int) -> str:
+    """What one configuration is, for the report's legend."""
+    name = impl.replace(f"-w{workers}", "-wN") if workers != 1 else impl
+    return {
+        "baseline": f"`benchmarks/reference.py`, one process, torch's default threads ({threads})",
+        "baseline-t1": "`benchmarks/reference.py` with 1 thread",
+        "ours-w1": "`zcproxy.runner.run_scoring`, exact arithmetic, 1 process × 1 thread",
+        "ours-wN": f"`run_scoring`, exact, {workers} spawned worker processes × 1 thread",
+        "fast-w1": "`run_scoring` on the fast path (`ScoringJob(exact=False)`: NASWOT in "
+                   "bfloat16 channels-last, the Entropic Score in float32 channels-last, "
+                   "LogSynflow unchanged), 1 process × 1 thread",
+        "fast-wN": f"the fast path, {workers} worker processes × 1 thread",
+    }[name]
+
+
+def _load_note(info: dict, args) -> tuple[str, bool]:
+    """What the machine's other processes did during the run, and whether it was loaded."""
+    other = info.get("other_cpu_cores")  # CPU used by processes outside the benchmark
+    if other is None:
+        return ("(Load averages include the benchmark's own processes and the minute before it "
+                "started, so they say little about other jobs.)", False)
+    if other > 0.25:
+        return (f"**Other processes used {other:.2f} cores on average during the run**, so "
+                "wall-clock numbers are pessimistic and noisy.  The configurations were "
+                f"measured interleaved (blocks of {args.block} architectures in rotating "
+                "order), so they saw the same load and their ratios are fair; CPU s/arch is "
+                "the load-independent cost.", True)
+    return (f"Processes outside the benchmark used {other:.2f} cores on average (all CPU time "
+            "in /proc/stat minus the benchmark's own): the machine was otherwise idle.", False)
+
+
+def _sss_floor(row: dict, label: str, cores: int, loaded: bool, workers: int) -> str:
+    """Issue 16's NATS-sss floor projected from one pool configuration's "all" row."""
+    need = SSS_TOTAL / (SSS_MINUTES * 60)
+    minutes = sorted(SSS_TOTAL / rate / 60 for rate in arch_rates(row))
+    wall = SSS_TOTAL / row["arch_per_s"] / 60
+    rate_cpu = cores / row["cpu_per_arch"]
+    used = row["cpu_per_arch"] * row["arch_per_s"]
+    over = f" [{minutes[0]:.0f}–{minutes[-1]:.0f}]" if len(minutes) > 1 else ""
+    return (
+        f"- **{SSS_TOTAL:,} NATS-sss architectures × (NASWOT, LogSynflow, Entropic Score) in "
+        f"≤ {SSS_MINUTES} min on 2 cores (≥ {need:.2f} arch/s), {label}: "
+        f"{'met' if wall <= SSS_MINUTES else 'not met'}{' under this load' if loaded else ''}"
+        f".**  `{row['impl']}` measured {row['arch_per_s']:.2f} arch/s wall clock (median) on "
+        f"this sample → {wall:.0f} min projected{over} (the sample's architectures are not the "
+        f"space's average, so only a full run decides).  Its CPU cost, "
+        f"{row['cpu_per_arch']:.3f} CPU s/arch, projects to {rate_cpu:.2f} arch/s on {cores} "
+        f"dedicated cores → {SSS_TOTAL / rate_cpu / 60:.0f} min.  It kept {used:.1f} cores busy "
+        "on average (CPU s/arch × arch/s): "
+        + ("the other jobs left it less than its cores." if used < 0.75 * workers
+           else "it got its cores."))
+
+
+def _twice_baseline(by: dict, bench: str, impl: str) -> tuple[str, bool, bool]:
+    """Per proxy set, ``impl`` ÷ the default-thread baseline (median [min–max]); whether every
+    set's median is ≥ 2×, and whether every repetition of every set is."""
+    parts, medians, lows = [], [], []
+    for s in PROXY_SETS:
+        if (bench, s, impl) in by:
+            values = ratios(by[(bench, s, impl)], by[(bench, s, "baseline")])
+            parts.append(f"{s} {spread(values)}")
+            medians.append(statistics.median(values))
+            lows.append(min(values))
+    return "; ".join(parts), min(medians) >= 2, min(lows) >= 2
+
+
 def write_results(path: Path, info: dict, command: str, results: list[dict], rates: dict,
                   args) -> None:
+    """The Markdown report; from a fresh measurement or a ``--json`` dump (``--report-from``),
+    so everything it needs is in ``results`` and the dump's own arguments."""
     rows = [r for res in results for r in res["rows"]]
-    wn = f"ours-w{args.workers}"
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    wn, fn = f"ours-w{args.workers}", f"fast-w{args.workers}"
+    repeats = max(len(arch_rates(r)) for r in rows)
     by = {(r["bench"], r["proxies"], r["impl"]): r for r in rows}
-    other = info.get("other_cpu_cores")  # CPU used by processes outside the benchmark
-    loaded = other is not None and other > 0.25
-    if other is None:
-        load_note = ("(Load averages include the benchmark's own processes and the minute "
-                     "before it started, so they say little about other jobs.)")
-    elif loaded:
-        load_note = (f"**Other processes used {other:.2f} cores on average during the run**, "
-                     "so wall-clock numbers are pessimistic and noisy.  The configurations "
-                     f"were measured interleaved (blocks of {args.block} architectures in "
-                     "rotating order), so they saw the same load and their ratios are fair; "
-                     "CPU s/arch is the load-independent cost.")
-    else:
-        load_note = (f"Processes outside the benchmark used {other:.2f} cores on average "
-                     "(all CPU time in /proc/stat minus the benchmark's own): the machine was "
-                     "otherwise idle.")
+    load_note, loaded = _load_note(info, args)
     lines = [
         "# Scoring throughput: zcproxy vs the reference-style baseline", "",
         "Generated by `benchmarks/bench_proxies.py` (see `benchmarks/README.md`).", "",
@@ -422,74 +626,66 @@ def write_results(path: Path, info: dict, command: str, results: list[dict], rat
         f"{rates['float64_wall'] / 1e9:.1f}).", "",
         "## Command", "", f"```\n{command}\n```", "",
         "## Results", "",
-        "Configurations: `baseline` = `benchmarks/reference.py`, one process, torch's default "
-        f"threads ({info['torch_threads_default']}); `baseline-t1` = the same with 1 thread; "
-        f"`ours-w1` = `zcproxy.runner.run_scoring`, 1 process × 1 thread; `{wn}` = "
-        f"{args.workers} spawned worker processes × 1 thread.  **arch/s**: wall clock over the "
-        "sample.  **ratio**: arch/s ÷ the baseline's (default threads | 1 thread).  "
-        "**CPU s/arch**: CPU time of every process of the configuration per architecture.  "
-        "**peak MB**: peak RSS (VmHWM, reset before each proxy set) summed over the "
-        "configuration's processes (for a pool: the parent + each worker; a process that has "
-        "only imported torch is ~300 MB).  **scores**: every score compared with the "
-        f"baseline's (rtol {args.rtol:g}), with the count of bit-identical ones.", "",
+        "Configurations: " + "; ".join(
+            f"`{impl}` = {_describe(impl, args.workers, info['torch_threads_default'])}"
+            for impl in impls) + ".  "
+        f"Each benchmark and proxy set was measured {repeats} time(s), the configurations "
+        "interleaved each time.  **arch/s**: wall clock over the sample, median over the "
+        "repetitions.  **ratio**: arch/s ÷ the baseline's (default threads | 1 thread) within "
+        "each repetition, median [min–max].  **CPU s/arch**: CPU time of every process of the "
+        "configuration per architecture (median).  **peak MB**: peak RSS (VmHWM, reset before "
+        "each proxy set) summed over the configuration's processes (for a pool: the parent + "
+        "each worker; a process that has only imported torch is ~300 MB).  **scores**: exact "
+        f"configurations compared with the baseline's (rtol {args.rtol:g}), with the count of "
+        "bit-identical ones; fast ones by issue 16's fidelity gate (the same non-finite "
+        "scores, Spearman ρ ≥ 0.9999 per proxy; the worst proxy's ρ and the largest relative "
+        "difference shown).", "",
         "| bench | proxies | n | config | arch/s | ratio (default thr.) | ratio (1 thr.) "
         "| CPU s/arch | peak MB | scores |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        base = by[(r["bench"], r["proxies"], "baseline")]
-        t1 = by[(r["bench"], r["proxies"], "baseline-t1")]
-        check = ("reference" if r["impl"] == "baseline" else
-                 f"equal ({r['exact']}/{r['scores']} bit-identical)" if not r["n_mismatch"]
-                 else f"**{r['n_mismatch']} differ**: {r['mismatches']}")
+        t1 = by.get((r["bench"], r["proxies"], "baseline-t1"))
         lines.append(f"| {r['bench']} | {r['proxies']} | {r['n']} | {r['impl']} | "
-                     f"{r['arch_per_s']:.2f} | {r['arch_per_s'] / base['arch_per_s']:.2f}× | "
-                     f"{r['arch_per_s'] / t1['arch_per_s']:.2f}× | "
-                     f"{r['cpu_per_arch']:.3f} | {r['peak_mb']:.0f} | {check} |")
-    lines += ["", "## The issue's floors", ""]
-    sss = by.get(("nats-sss", "all", wn))
-    if sss:
-        cores = info["affinity"]
-        need = SSS_TOTAL / 5400
-        wall_min = SSS_TOTAL / sss["arch_per_s"] / 60
-        rate_cpu = cores / sss["cpu_per_arch"]
-        cpu_min = SSS_TOTAL / rate_cpu / 60
-        lines += [
-            f"- **{SSS_TOTAL:,} NATS-sss architectures × (NASWOT, LogSynflow, Entropic Score) "
-            f"in < 90 min on 2 cores (≥ {need:.2f} arch/s).**  `{wn}` measured "
-            f"{sss['arch_per_s']:.2f} arch/s wall clock on this sample → "
-            f"{wall_min:.0f} min projected ({'met' if wall_min <= 90 else 'not met'}"
-            f"{' under this load' if loaded else ''}; the sample's architectures are not the "
-            f"space's average, so only a full run decides).  Its CPU cost, "
-            f"{sss['cpu_per_arch']:.3f} CPU s/arch, projects to "
-            f"{rate_cpu:.2f} arch/s on {cores} dedicated cores → {cpu_min:.0f} min."]
-    if sss:
-        used = sss["cpu_per_arch"] * sss["arch_per_s"]
-        lines.append(f"- `{wn}` kept {used:.1f} cores busy on average on nats-sss (CPU s/arch × "
-                     "arch/s): " + ("the other jobs left it about one core, which is why its "
-                                    "wall-clock rate is close to `ours-w1`'s here."
-                                    if used < 0.75 * args.workers else "it got its cores."))
+                     f"{r['arch_per_s']:.2f} | "
+                     f"{spread(ratios(r, by[(r['bench'], r['proxies'], 'baseline')]))} | "
+                     f"{spread(ratios(r, t1)) if t1 else '—'} | "
+                     f"{r['cpu_per_arch']:.3f} | {r['peak_mb']:.0f} | {check_text(r)} |")
+    lines += ["", "## The issue's floors", "",
+              f"Issue 16: with the fast path, ≥ 2× the default-thread baseline on every "
+              f"benchmark and proxy set, and all {SSS_TOTAL:,} NATS-sss architectures × the "
+              f"three proxies in ≤ {SSS_MINUTES} min on 2 cores.  Ratios are medians over the "
+              f"{repeats} repetition(s) [min–max].", ""]
+    pools = [(impl, label) for impl, label in ((wn, "exact path"), (fn, "fast path"))
+             if ("nats-sss", "all", impl) in by]
+    for impl, label in pools:
+        lines.append(_sss_floor(by[("nats-sss", "all", impl)], label, info["affinity"], loaded,
+                                args.workers))
+    if not pools:
+        lines.append(f"- **{SSS_TOTAL:,} NATS-sss architectures in ≤ {SSS_MINUTES} min:** not "
+                     "projected (it needs nats-sss, the proxy set `all`, and `ours-wN` or "
+                     "`fast-wN`).")
     for bench in dict.fromkeys(r["bench"] for r in rows):
-        parts = []
-        for s in PROXY_SETS:
-            if (bench, s, wn) in by:
-                ours = by[(bench, s, wn)]["arch_per_s"]
-                parts.append(f"{s} {ours / by[(bench, s, 'baseline')]['arch_per_s']:.1f}× | "
-                             f"{ours / by[(bench, s, 'baseline-t1')]['arch_per_s']:.1f}×")
-        low_default = min(by[(bench, s, wn)]["arch_per_s"] / by[(bench, s, "baseline")]["arch_per_s"]
-                          for s in PROXY_SETS if (bench, s, wn) in by)
-        low_t1 = min(by[(bench, s, wn)]["arch_per_s"] / by[(bench, s, "baseline-t1")]["arch_per_s"]
-                     for s in PROXY_SETS if (bench, s, wn) in by)
-        per_core = {s: by[(bench, s, "baseline-t1")]["cpu_per_arch"] / by[(bench, s, wn)]["cpu_per_arch"]
-                    for s in PROXY_SETS if (bench, s, wn) in by}
-        projected = min(args.workers * v for v in per_core.values())
-        lines.append(f"- **≥ 2× the baseline's throughput, {bench}** (measured `{wn}` ÷ baseline, "
-                     f"default threads | 1 thread): {'; '.join(parts)}.  ≥ 2× on every proxy "
-                     f"set: vs the default-thread baseline **{'yes' if low_default >= 2 else 'no'}**"
-                     f", vs the 1-thread baseline **{'yes' if low_t1 >= 2 else 'no'}** as measured."
-                     f"  Per core (baseline-t1 CPU s/arch ÷ `{wn}` CPU s/arch): "
-                     + ", ".join(f"{s} {v:.2f}×" for s, v in per_core.items())
-                     + f", so with {args.workers} dedicated cores `{wn}` ÷ baseline-t1 projects to "
-                       f"≥ {projected:.1f}× ({'yes' if projected >= 2 else 'no'}).")
+        if not any((bench, s, fn) in by for s in PROXY_SETS):
+            lines.append(f"- **≥ 2× the default-thread baseline with the fast path, {bench}:** "
+                         f"not measured (`fast-wN` was not among `--configs`).")
+            continue
+        parts, median_ok, every_ok = _twice_baseline(by, bench, fn)
+        line = (f"- **≥ 2× the default-thread baseline with the fast path, {bench}: "
+                f"{'yes' if median_ok else 'no'}** (`{fn}` ÷ `baseline`): {parts}.  Every "
+                f"repetition of every proxy set ≥ 2×: {'yes' if every_ok else 'no'}.")
+        if any((bench, s, wn) in by for s in PROXY_SETS):
+            exact_parts, exact_ok, _ = _twice_baseline(by, bench, wn)
+            line += (f"  The exact path, `{wn}`: {exact_parts} "
+                     f"(≥ 2× on every set: {'yes' if exact_ok else 'no'}).")
+        per_core = {s: by[(bench, s, "baseline-t1")]["cpu_per_arch"]
+                    / by[(bench, s, fn)]["cpu_per_arch"]
+                    for s in PROXY_SETS if (bench, s, fn) in by and (bench, s, "baseline-t1") in by}
+        if per_core:
+            line += (f"  Per core (baseline-t1 CPU s/arch ÷ `{fn}` CPU s/arch, independent of "
+                     "the load): " + ", ".join(f"{s} {v:.2f}×" for s, v in per_core.items())
+                     + f", so with {args.workers} dedicated cores `{fn}` ÷ baseline-t1 "
+                       f"projects to ≥ {args.workers * min(per_core.values()):.1f}×.")
+        lines.append(line)
     for res in results:
         seconds = res.get("naswot_forward")
         key = (res["bench"], "naswot", "baseline")
@@ -497,39 +693,51 @@ def write_results(path: Path, info: dict, command: str, results: list[dict], rat
             continue
         bare = sum(seconds) / len(seconds)
         ceiling = args.workers / bare / by[key]["arch_per_s"]
+        measured = {impl: spread(ratios(by[(res["bench"], "naswot", impl)], by[key]))
+                    for impl in (wn, fn) if (res["bench"], "naswot", impl) in by}
         lines.append(
-            f"- **What exact arithmetic allows, {res['bench']} NASWOT.**  The bare train-mode "
-            f"forward of the 64-image batch alone (no hooks, codes or kernel; 1 thread, warm) "
-            f"takes {bare:.3f} s/arch on this sample.  Every exact NASWOT has to run it, so "
-            f"{args.workers} single-thread workers reach at most {args.workers / bare:.2f} "
-            f"arch/s = **{ceiling:.2f}× the default-thread baseline** even with zero "
-            f"overhead; measured: {by[(res['bench'], 'naswot', wn)]['arch_per_s'] / by[key]['arch_per_s']:.2f}×.")
-    lines += ["", "## FLOP-bound floor", "",
+            f"- **What exact arithmetic allows, {res['bench']} NASWOT (exact path only).**  The "
+            f"bare train-mode float32 forward of the 64-image batch alone (no hooks, codes or "
+            f"kernel; 1 thread, warm) takes {bare:.3f} s/arch on this sample.  Every exact "
+            f"NASWOT has to run it, so {args.workers} single-thread workers reach at most "
+            f"{args.workers / bare:.2f} arch/s = **{ceiling:.2f}× the default-thread baseline** "
+            "even with zero overhead"
+            + (f"; `{wn}` measured {measured[wn]}." if wn in measured else ".")
+            + "  The fast path runs another forward (bfloat16, channels-last) and is not bound "
+              "by it" + (f": `{fn}` measured {measured[fn]}." if fn in measured else "."))
+    counted = [res for res in results if res["flops"]]  # only with the proxy set "all"
+    lines += [] if not counted else ["", "## FLOP-bound floor", "",
               "FLOPs of the passes each proxy needs (`torch.utils.flop_counter` on the meta "
               "device: convolutions and linear layers; BN, activations, the NASWOT kernel and "
               "Python are extra), mean over the sampled architectures: NASWOT one float32 "
               "forward of 64 images, LogSynflow one float64 forward+backward of one image, the "
               "Entropic Score three float64 forwards of one image.  Divided by the single-thread "
-              "matmul rate above, that is the time one core could not beat even at matmul speed; "
-              "`ours-w1` CPU s/arch (all three proxies) is what one core spends.", "",
+              "matmul rate above, that is the time one core could not beat even at matmul speed "
+              "with exact arithmetic; the last column is what each zcproxy configuration "
+              "spends (CPU s/arch, all three proxies, all its processes) and its ratio to the "
+              "floor.  The fast path's bfloat16 NASWOT is not held to the float32 rate, so it "
+              "may go below the floor.", "",
               "| bench | NASWOT GFLOP (f32) | LogSynflow GFLOP (f64) | ES GFLOP (f64) "
-              "| floor s/arch/core | floor arch/s on 2 cores | ours-w1 CPU s/arch | ours ÷ floor |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for res in results:
-        if not res["flops"]:
-            continue
+              "| floor s/arch/core | floor arch/s on 2 cores | zcproxy CPU s/arch (÷ floor) |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for res in counted:
         bench = res["bench"]
         f = {k: sum(v) / len(v) for k, v in res["flops"].items()}
-        floor = f["naswot"] / rates["float32"] + (f["logsynflow"] + f["entropic"]) / rates["float64"]
-        ours = by[(bench, "all", "ours-w1")]["cpu_per_arch"]
+        floor = (f["naswot"] / rates["float32"]
+                 + (f["logsynflow"] + f["entropic"]) / rates["float64"])
+        ours = ", ".join(f"`{impl}` {by[(bench, 'all', impl)]['cpu_per_arch']:.3f} "
+                         f"({by[(bench, 'all', impl)]['cpu_per_arch'] / floor:.1f}×)"
+                         for impl in impls if not impl.startswith("baseline")
+                         and (bench, "all", impl) in by)
         lines.append(f"| {bench} | {f['naswot'] / 1e9:.2f} | {f['logsynflow'] / 1e9:.3f} | "
-                     f"{f['entropic'] / 1e9:.3f} | {floor:.3f} | {2 / floor:.1f} | {ours:.3f} | "
-                     f"{ours / floor:.1f}× |")
+                     f"{f['entropic'] / 1e9:.3f} | {floor:.3f} | {2 / floor:.1f} | {ours} |")
+    titles = {"baseline": "before: the baseline (default threads)",
+              "baseline-t1": "before: the baseline (1 thread)",
+              "ours-w1": "after: ours, exact (in process, 1 thread)",
+              "fast-w1": "after: ours, fast path (in process, 1 thread)"}
     for res in results:
         for impl, text in res["profiles"].items():
-            title = ("before: the baseline (1 thread)" if impl.startswith("baseline")
-                     else "after: ours (in process, 1 thread)")
-            lines += ["", f"## Profile {title}", "",
+            lines += ["", f"## Profile {titles[impl]}", "",
                       f"{args.profile_bench}, {' + '.join(PROXY_SETS[args.profile_set])}, "
                       f"{args.profile_n} architectures, cProfile sorted by own time (profiling "
                       "inflates Python-level costs; the torch kernels are the built-in "
@@ -549,12 +757,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-sets", default=",".join(PROXY_SETS),
                    help=f"which of {', '.join(PROXY_SETS)} to measure (default all)")
     p.add_argument("--seed", type=int, default=0, help="sample and scoring seed (default 0)")
-    p.add_argument("--workers", type=int, default=2, help="processes of ours-wN (default 2)")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS,
+                   help=f"comma-separated configurations out of {', '.join(CONFIGS)}; wN = "
+                        f"--workers processes; the baseline is always measured (default "
+                        f"{DEFAULT_CONFIGS})")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes of ours-wN and fast-wN (default 2)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="times the interleaved measurement of each benchmark and proxy set is "
+                        "repeated; the report gives medians and min–max (default 3)")
     p.add_argument("--block", type=int, default=8,
                    help="architectures per interleaving block (default 8; the pool needs a few "
                         "per worker to stay busy)")
     p.add_argument("--rtol", type=float, default=1e-9,
-                   help="relative tolerance of the score check (default 1e-9)")
+                   help="relative tolerance of the exact configurations' score check "
+                        "(default 1e-9; the fast ones are held to the fidelity gate)")
     p.add_argument("--profile-bench", default="nats-sss", help="benchmark to profile")
     p.add_argument("--profile-set", default="all", choices=list(PROXY_SETS),
                    help="proxy set to profile (default all)")
@@ -583,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(sets) - set(PROXY_SETS)
     if unknown:
         raise SystemExit(f"unknown proxy set(s) {sorted(unknown)}; choose from {list(PROXY_SETS)}")
+    config_names(args.configs, args.workers)  # refuse a typo before minutes of set-up
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
     if args.report_from:
         dump = json.loads(Path(args.report_from).read_text())
         old = build_parser().parse_args(dump["argv"])
@@ -612,13 +832,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         info["other_cpu_cores"] = max(0.0, other / (time.perf_counter() - wall0))
     command = "python benchmarks/bench_proxies.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    write_results(Path(args.out), info, command.strip(), results, rates, args)
-    if args.json:
+    if args.json:  # first: a report that fails to render can be redone with --report-from
         Path(args.json).write_text(json.dumps(
             {"info": info, "rates": rates, "results": results, "command": command.strip(),
              "argv": list(sys.argv[1:] if argv is None else argv)}, indent=1, default=str))
+    write_results(Path(args.out), info, command.strip(), results, rates, args)
     log(f"wrote {args.out}")
-    bad = [r for res in results for r in res["rows"] if r["n_mismatch"]]
+    bad = [r for res in results for r in res["rows"] if not r["ok"] or r["n_unstable"]]
     return 1 if bad else 0
 
 

@@ -15,8 +15,9 @@ against what a user would otherwise run:
   layers.
 * Entropic Score: per repeat a deep copy, surgery (norm → Identity, activations → ReLU),
   ``.double()``, re-initialisation with seed ``s + r`` (``s`` the architecture's seed, as in
-  zcproxy's runner), ``abs_``, a uniform-noise input in [-0.5, 0.5) drawn with the same seed,
-  and the per-layer mean entropy of channel-normalised ReLU outputs.
+  zcproxy's runner), the signed weights (``abs_`` only for ``entropic_abs``, zcproxy 0.1's
+  reading), a uniform-noise input in [-0.5, 0.5) drawn with the same seed, and the per-layer
+  mean entropy of channel-normalised ReLU outputs.
 
 The network is rebuilt for every proxy (one process, torch's default thread count), from the
 same seed zcproxy's runner uses for that architecture, and every definition choice (float64 for
@@ -39,7 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from zcproxy.nasbench import get_benchmark
 from zcproxy.runner import ScoringJob
 
-REFERENCE_PROXIES = ("naswot", "synflow", "logsynflow", "entropic")
+REFERENCE_PROXIES = ("naswot", "synflow", "logsynflow", "entropic", "entropic_abs")
 
 
 def _tensor_output(out):
@@ -111,8 +112,9 @@ NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 def entropic(model: nn.Module, input_shape: Sequence[int], seed: int, repeats: int = 3,
-             eps: float = 1e-8) -> float:
-    """Entropic Score: mean over ``repeats`` fresh surgical copies of Σ_layers mean entropy."""
+             eps: float = 1e-8, abs_weights: bool = False) -> float:
+    """Entropic Score: mean over ``repeats`` fresh surgical copies of Σ_layers mean entropy
+    (signed re-initialised weights; |weights| with ``abs_weights``)."""
     totals = []
     for r in range(repeats):
         net = copy.deepcopy(model)
@@ -125,9 +127,10 @@ def entropic(model: nn.Module, input_shape: Sequence[int], seed: int, repeats: i
             for m in net.modules():
                 if hasattr(m, "reset_parameters") and len(list(m.parameters(recurse=False))):
                     m.reset_parameters()
-        with torch.no_grad():
-            for p in net.parameters():
-                p.abs_()
+        if abs_weights:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.abs_()
         gen = torch.Generator().manual_seed(seed + r)
         x = -0.5 + 1.0 * torch.rand([1] + list(input_shape), generator=gen, dtype=torch.float64)
         entropies = []
@@ -186,10 +189,11 @@ class ReferenceScorer:
                 out[proxy] = naswot(model, self.batch())
             elif proxy in ("synflow", "logsynflow"):
                 out[proxy] = synflow(model, self.shape, log=proxy == "logsynflow")
-            elif proxy == "entropic":
+            elif proxy in ("entropic", "entropic_abs"):
                 # zcproxy seeds each architecture's re-initialisations and noise input with
                 # the architecture's own seed (see zcproxy.runner.Worker.score).
-                out[proxy] = entropic(model, self.shape, self.job.arch_seed(index))
+                out[proxy] = entropic(model, self.shape, self.job.arch_seed(index),
+                                      abs_weights=proxy == "entropic_abs")
             else:
                 raise ValueError(f"the reference scorer has {REFERENCE_PROXIES}, not {proxy!r}")
         return out

@@ -178,7 +178,7 @@ def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, 
     before = read_journal(folder / "journal.csv")[1]
     command = ["--bench", "nats-tss", "--sample", "20", "--seed", "0", "--proxies",
                "naswot,logsynflow,entropic", "--bootstrap", "0", "--no-progress",
-               "--out", str(folder)]
+               "--exact", "--out", str(folder)]  # 0.1 scored with exact arithmetic
     assert correlate.main(command) == 2  # a 0.1 journal is never reused as it is
     assert "--adopt" in one_line_error(capsys)
     assert correlate.main(command + ["--adopt"]) == 0

@@ -44,7 +44,7 @@ def score(model: nn.Module, proxy: str, *, inputs: torch.Tensor | None = None,
           output: OutputSelector | None = None, input_shape: InputShape = None,
           seed: int = 0, nonfinite: NonFinite = "raise",
           activation_check: ActivationCheckMode = "raise", return_details: bool = False,
-          **options) -> float | ScoreDetails:
+          exact: bool = True, **options) -> float | ScoreDetails:
     """Score ``model`` with one proxy; the model is left exactly as it was.
 
     ``inputs``/``targets`` are a real batch for data-dependent proxies; data-free proxies
@@ -58,12 +58,18 @@ def score(model: nn.Module, proxy: str, *, inputs: torch.Tensor | None = None,
     the value as computed (NASWOT's -inf for duplicate images is mathematically right).
     ``activation_check`` decides what happens when a proxy's hooks see fewer activation calls
     than the model makes (functional activations): raise, warn, or nothing.
-    ``return_details=True`` returns a :class:`ScoreDetails` instead of the bare value.  Other
-    keyword ``options`` go to the proxy.
+    ``return_details=True`` returns a :class:`ScoreDetails` instead of the bare value.
+    ``exact=False`` takes the fast path (channels-last; bfloat16 NASWOT codes, float32 signed
+    Entropic Score): last-bit differences, ranks unchanged on the benchmarks' networks
+    (benchmarks/FIDELITY.md).  It is the default of ``correlate`` and the searches; here the
+    default stays exact, because a model that ``view``s a convolution's output fails in
+    channels-last and the gate was measured on benchmark networks only.  Other keyword
+    ``options`` go to the proxy.
     """
     return score_many(model, {proxy: options}, inputs=inputs, targets=targets, device=device,
                       output=output, input_shape=input_shape, seed=seed, nonfinite=nonfinite,
-                      activation_check=activation_check, return_details=return_details)[proxy]
+                      activation_check=activation_check, return_details=return_details,
+                      exact=exact)[proxy]
 
 
 def score_many(model: nn.Module, proxies: Iterable[str] | Mapping[str, Mapping[str, object]],
@@ -71,7 +77,8 @@ def score_many(model: nn.Module, proxies: Iterable[str] | Mapping[str, Mapping[s
                device: torch.device | str | None = None, output: OutputSelector | None = None,
                input_shape: InputShape = None, seed: int = 0,
                nonfinite: NonFinite = "raise", activation_check: ActivationCheckMode = "raise",
-               return_details: bool = False) -> dict[str, float] | dict[str, ScoreDetails]:
+               return_details: bool = False, exact: bool = True
+               ) -> dict[str, float] | dict[str, ScoreDetails]:
     """Score ``model`` with several proxies, sharing prepared copies between them.
 
     ``proxies`` is a list of names or a mapping name -> options for that proxy; the other
@@ -81,7 +88,8 @@ def score_many(model: nn.Module, proxies: Iterable[str] | Mapping[str, Mapping[s
     if nonfinite not in ("raise", "nan", "keep"):
         raise ValueError(f"nonfinite must be 'raise', 'nan' or 'keep', not {nonfinite!r}")
     ctx = make_context(model, inputs=inputs, targets=targets, device=device, output=output,
-                       input_shape=input_shape, seed=seed, activation_check=activation_check)
+                       input_shape=input_shape, seed=seed, activation_check=activation_check,
+                       exact=exact)
     results = list(score_timed(ctx, resolved, nonfinite))
     if not return_details:
         return {r.name: r.value for r in results}
@@ -98,7 +106,8 @@ def score_many(model: nn.Module, proxies: Iterable[str] | Mapping[str, Mapping[s
 def make_context(model: nn.Module, *, inputs: torch.Tensor | None = None,
                  targets: torch.Tensor | None = None, device: torch.device | str | None = None,
                  output: OutputSelector | None = None, input_shape: InputShape = None,
-                 seed: int = 0, activation_check: ActivationCheckMode = "raise") -> ProxyContext:
+                 seed: int = 0, activation_check: ActivationCheckMode = "raise",
+                 exact: bool = True) -> ProxyContext:
     """The :class:`ProxyContext` of a user's model, after checking that it can be scored."""
     if activation_check not in ("raise", "warn", "off"):
         raise ValueError(f"activation_check must be 'raise', 'warn' or 'off', "
@@ -108,7 +117,7 @@ def make_context(model: nn.Module, *, inputs: torch.Tensor | None = None,
     return ProxyContext(model=model, device=_resolve_device(model, device),
                         output=output or logits_only, inputs=inputs, targets=targets,
                         input_shape=shape, input_shape_source=source, seed=seed,
-                        activation_check=activation_check, verify_unchanged=True)
+                        activation_check=activation_check, verify_unchanged=True, exact=exact)
 
 
 def check_scorable(model: nn.Module, inputs: torch.Tensor | None = None) -> None:

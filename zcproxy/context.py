@@ -87,20 +87,34 @@ class ProxyContext:
     verify_unchanged: bool = False
     # Where input_shape came from (an argument, the inputs, the model's declared input size).
     input_shape_source: str = "argument"
+    # False: the fast path for the proxies whose fidelity gate holds (they ask for it with
+    # ``prepared(..., fast=True)`` and :meth:`pick_dtype`): channels-last memory format
+    # (oneDNN's blocked convolutions) and lower precision, which change scores in the last
+    # bits but not their ranks (benchmarks/FIDELITY.md); True: the bit-exact path.
+    exact: bool = True
     _memo: dict[Hashable, object] = field(default_factory=dict, repr=False)
+    _channels_last: set[int] = field(default_factory=set, repr=False)  # ids of fast copies
     # By proxy name (score_timed sets ``current_proxy``): activation calls per forward that
     # the proxy's hooks saw, and that a plain forward of the model in the same mode makes.
     activation_calls: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     current_proxy: str | None = field(default=None, repr=False)
 
-    def prepared(self, recipe: Recipe, *, shared: bool = True) -> nn.Module:
-        """A prepared copy of the model; shared copies must only be used for forward passes."""
-        if not shared:
-            return self._watched(prepare(self.model, recipe, self.device))
-        return self.memo(("prepared", recipe),
-                         lambda: self._watched(prepare(self.model, recipe, self.device)))
+    def prepared(self, recipe: Recipe, *, shared: bool = True, fast: bool = False
+                 ) -> nn.Module:
+        """A prepared copy of the model; shared copies must only be used for forward passes.
 
-    def _watched(self, net: nn.Module) -> nn.Module:
+        ``fast=True`` (a proxy whose fidelity gate holds): on the fast path the copy is put in
+        channels-last memory format where that pays, and :meth:`forward` feeds it so."""
+        fast = fast and not self.exact
+        if not shared:
+            return self._watched(prepare(self.model, recipe, self.device), fast)
+        return self.memo(("prepared", recipe, fast),
+                         lambda: self._watched(prepare(self.model, recipe, self.device), fast))
+
+    def _watched(self, net: nn.Module, fast: bool = False) -> nn.Module:
+        if fast and _blocked_layout_helps(net):
+            net = net.to(memory_format=torch.channels_last)
+            self._channels_last.add(id(net))
         if self.activation_check != "off":
             check_activation_calls(net, self._check_activation_calls)
         return net
@@ -150,6 +164,15 @@ class ProxyContext:
         warnings.warn(message + "; scoring the visible part (activation_check='warn')",
                       RuntimeWarning, stacklevel=2)
 
+    def pick_dtype(self, exact: torch.dtype | None, fast: torch.dtype | None
+                   ) -> torch.dtype | None:
+        """The dtype a proxy computes in: ``exact`` on the exact path, ``fast`` on the fast
+        path where the device runs it natively (bfloat16 needs AVX-512 on the CPU, compute
+        capability 8.0 on CUDA), else ``exact``.  None means the model's own dtype."""
+        if self.exact or not _runs_natively(fast, self.device):
+            return exact
+        return fast
+
     def memo(self, key: Hashable, compute: Callable[[], object]):
         """Compute once per context: lets proxies share intermediate results."""
         if key not in self._memo:
@@ -197,6 +220,8 @@ class ProxyContext:
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run ``model`` and select its output tensor, turning shape errors into clear ones."""
+        if x.dim() == 4 and id(model) in self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             out = model(x)
         except RuntimeError as err:
@@ -212,6 +237,25 @@ class ProxyContext:
             raise ProxyInputError(
                 f"{err}; pass output=... to select the tensor to score, e.g. "
                 "output=zcproxy.last_of_tuple for NATS-Bench networks") from err
+
+
+def _runs_natively(dtype: torch.dtype | None, device: torch.device) -> bool:
+    if dtype != torch.bfloat16:
+        return True
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return False
+
+
+def _blocked_layout_helps(net: nn.Module) -> bool:
+    """Whether channels-last pays: the network has 2-d convolutions in a dtype oneDNN runs
+    (float32, bfloat16, float16).  Float64 convolutions have no blocked kernels and ran 0.8x
+    as fast in channels-last (LogSynflow on NATS-sss)."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    return bool(convs) and convs[0].weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 class ModelMutatedError(RuntimeError):

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "journal.csv, check that every architecture of the sample is scored, "
                         "and write the tables")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    p.add_argument("--exact", action="store_true",
+                   help="bit-exact arithmetic (today's reference path) instead of the default "
+                        "fast path (channels-last, bfloat16 NASWOT codes, float32 Entropic "
+                        "Score), which changes scores in the last bits but no ranking "
+                        "(benchmarks/FIDELITY.md); a journal is continued only with the "
+                        "arithmetic it was started with")
     p.add_argument("--batch-size", type=int, default=64,
                    help="real-image batch for data-dependent proxies such as NASWOT (default 64)")
     p.add_argument("--bootstrap", type=int, default=1000,
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
                      seed=args.seed, device=args.device, data_dir=args.data_dir,
                      official_path=args.official_path, batch_size=args.batch_size,
-                     threads=threads)
+                     threads=threads, exact=args.exact)
     try:
         ensembles = [parse_ensemble(e) for e in args.ensemble]
     except ValueError as err:

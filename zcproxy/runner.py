@@ -54,6 +54,8 @@ class ScoringJob:
     plugins: tuple[str, ...] = ()
     # Let workers keep freed memory instead of returning it to the OS (see tune_allocator).
     tune_malloc: bool = True
+    # True: bit-exact arithmetic; False: the fast path (channels-last), rank-faithful (issue 16).
+    exact: bool = True
 
     def arch_seed(self, index: int) -> int:
         return (self.seed * 1_000_003 + index) % (2 ** 63)
@@ -95,7 +97,9 @@ def check_device(device: str | torch.device) -> torch.device:
 # What makes two scores of the same index comparable.  Device, threads, worker count and the
 # proxies asked for may change between runs of one study; these may not.
 COMPARED_SETTINGS = ("bench", "dataset", "seed", "batch_size", "proxy_options",
-                     "data_fingerprint", "inputs_fingerprint")
+                     "data_fingerprint", "inputs_fingerprint", "arithmetic")
+# A journal written before the fast path existed was scored with exact arithmetic.
+SETTING_DEFAULTS = {"arithmetic": "exact"}
 
 
 class SettingsMismatch(JournalError):
@@ -171,7 +175,8 @@ def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
         _SETTINGS_CACHE[key] = (_source_stamp(bench), bench, record)
     settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
                 "batch_size": job.batch_size, "proxy_options": dict(job.proxy_options),
-                "official_path": job.official_path, **record, "zcproxy": __version__}
+                "official_path": job.official_path, **record,
+                "arithmetic": "exact" if job.exact else "fast", "zcproxy": __version__}
     return settings, bench
 
 
@@ -200,7 +205,8 @@ def settings_differences(recorded: dict, current: dict) -> list[str]:
     """
     out = []
     for key in COMPARED_SETTINGS:
-        old, new = recorded.get(key), current.get(key)
+        old = recorded.get(key, SETTING_DEFAULTS.get(key))
+        new = current.get(key, SETTING_DEFAULTS.get(key))
         if key == "proxy_options":
             old, new = old or {}, new or {}
         if key.endswith("_fingerprint") and (old is None or new is None):
@@ -212,6 +218,11 @@ def settings_differences(recorded: dict, current: dict) -> list[str]:
                            f"edited file; now read from {current.get('data_source') or '?'})")
             elif key == "inputs_fingerprint":
                 out.append("the real-image batch differs (another CIFAR-10 copy)")
+            elif key == "arithmetic":
+                out.append(f"arithmetic: {old} there, {new} now (scores of the two paths "
+                           "differ in the last bits; pass " + ("--exact" if old == "exact"
+                                                                else "no --exact") + " to "
+                           "continue that journal)")
             else:
                 out.append(f"{key}: {old!r} there, {new!r} now")
     return out
@@ -407,7 +418,7 @@ class Worker:
                                # wider networks a superset of the same stem weights, a common-
                                # random-numbers artefact that moved ES's τ on NATS-sss from
                                # ≈0 to -0.41 (float64 draws) or +0.11 (float32 draws).
-                               seed=self.job.arch_seed(index))
+                               seed=self.job.arch_seed(index), exact=self.job.exact)
         except Exception as err:  # no network, no proxy: each is recorded with the reason
             message = describe_failure(err)
             return [(index, arch, p, self.versions.get(p, ""), math.nan,

@@ -38,7 +38,9 @@ Zeros (ReLU's dead units, or a channel whose maximum is 0) contribute 0 entropy.
 
 The default dtype is float64: with |weights| and no normalisation, activations grow
 geometrically with depth and overflow float32 in deep cells (NAS-Bench-201 networks reach
-inf, and inf/inf is NaN); float64 keeps every benchmark network finite in both readings.
+inf, and inf/inf is NaN); float64 keeps every benchmark network finite in both readings.  On
+the fast path (``exact=False``, issue 16) the signed readings run in float32 channels-last,
+whose ranks the fidelity gate checks (benchmarks/FIDELITY.md); |weights| stays float64.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ import torch
 
 from ..context import ProxyContext
 from ..registry import register_proxy
-from ..surgery import Recipe, absolute_, capture_activations, reinitialise
+from ..surgery import Recipe, absolute_, capture_activations, drawn_in, reinitialise
 
 Normalization = Literal["channel", "across_channels", "tensor"]
 
@@ -89,10 +91,16 @@ def layer_entropy(t: torch.Tensor, normalization: Normalization = "channel",
     return -(a * torch.log(a + eps)).mean()
 
 
+def default_dtype(ctx: ProxyContext, abs_weights: bool) -> torch.dtype:
+    """float64, or float32 on the fast path for signed weights (whose activations do not grow
+    geometrically; the |weights| readings overflow float32 and stay float64)."""
+    return torch.float64 if abs_weights else ctx.pick_dtype(torch.float64, torch.float32)
+
+
 def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                     normalization: Normalization = "channel", eps: float = 1e-8,
                     low: float = -0.5, high: float = 0.5, reinit: bool = True,
-                    use_inputs: bool = False, dtype: torch.dtype = torch.float64,
+                    use_inputs: bool = False, dtype: torch.dtype | None = None,
                     abs_weights: bool = False) -> list[list[tuple[str, float]]]:
     """Per repeat, the (activation-module name, layer entropy) of every activation call.
 
@@ -104,17 +112,22 @@ def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    dtype = dtype or default_dtype(ctx, abs_weights)
     # One surgical copy, re-drawn in place for each repeat: the same values as a fresh copy per
     # repeat (every weight is overwritten), without deep-copying the network three times.
+    # Weights are drawn in float64 whatever the compute dtype (drawn_in): torch's initialisers
+    # draw other values in float32, and ES of another draw is another score, not a rounding of
+    # this one.  The fast path computes in a float32 channels-last copy.
     net = ctx.prepared(Recipe(suppress_norm=True, relu=True, dtype=dtype, train=False),
-                       shared=False)
+                       shared=False, fast=True)
     runs = []
     for r in range(repeats):
         seed = ctx.seed + r
-        if reinit:
-            reinitialise(net, seed)
-        if abs_weights and (reinit or r == 0):
-            absolute_(net)
+        with drawn_in(net, torch.float64):
+            if reinit:
+                reinitialise(net, seed)
+            if abs_weights and (reinit or r == 0):
+                absolute_(net)
         if use_inputs:
             x = ctx.data()[0].to(dtype)
         else:
@@ -135,14 +148,14 @@ def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
                    normalization: Normalization = "channel", eps: float = 1e-8,
                    reduce: Literal["sum", "mean"] = "sum", low: float = -0.5,
                    high: float = 0.5, reinit: bool = True, use_inputs: bool = False,
-                   dtype: torch.dtype = torch.float64, abs_weights: bool = False) -> float:
+                   dtype: torch.dtype | None = None, abs_weights: bool = False) -> float:
     """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?);
     ``abs_weights=True`` takes |weights| after each re-initialisation (``entropic_abs``)."""
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
     settings = dict(repeats=repeats, batch_size=batch_size, normalization=normalization,
-                    eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs, dtype=dtype,
-                    abs_weights=abs_weights)
+                    eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs,
+                    dtype=dtype or default_dtype(ctx, abs_weights), abs_weights=abs_weights)
     # The sum and the layer mean read the same layers: computed once per context.
     runs = ctx.memo(("entropic-layers", tuple(sorted(settings.items()))),
                     lambda: entropic_layers(ctx, **settings))

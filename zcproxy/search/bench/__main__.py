@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "else 64)")
     g.add_argument("--device", default="cpu", help="live scoring device (default cpu)")
     g.add_argument("--threads", type=int, default=0, help="torch threads for live scoring")
+    g.add_argument("--exact", action="store_true",
+                   help="live scoring with bit-exact arithmetic, as correlate --exact (the "
+                        "committed tables are exact; the default fast path ranks the same)")
     g.add_argument("--data-dir", default=None,
                    help="benchmark data folder (default: $ZCPROXY_DATA, ./data, ../shared/data)")
 
@@ -251,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
             _check_scoring_record(out, args.bench, seed, batch)
         live = LiveScores(args.bench, live_proxies, seed=seed, batch_size=batch,
                           device=args.device, data_dir=args.data_dir, threads=args.threads,
-                          journal=journal, stop_after=args.stop_after)
+                          journal=journal, stop_after=args.stop_after, exact=args.exact)
     source = HybridScores(CachedScores(table), live) if table is not None else live
     sources = {"tables": table.sources if table is not None else [],
                "fingerprint": _fingerprint(table.sources) if table is not None else None,

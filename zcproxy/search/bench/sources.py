@@ -228,12 +228,12 @@ class LiveScores:
                  seed: int = 0, batch_size: int = 64, device: str = "cpu",
                  data_dir: str | None = None, official_path: str | None = None,
                  threads: int = 0, journal: str | os.PathLike | None = None,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None, exact: bool = False):
         from ...runner import ScoringJob
         self.job = ScoringJob(bench=bench, proxies=tuple(dict.fromkeys(proxies)),
                               dataset=dataset, seed=seed, device=device, data_dir=data_dir,
                               official_path=official_path, batch_size=batch_size,
-                              threads=threads, tune_malloc=False)
+                              threads=threads, tune_malloc=False, exact=exact)
         self._worker = None
         self.cache: dict[tuple[int, str], tuple[float, float]] = {}
         self.journal_path = Path(journal) if journal is not None else None
