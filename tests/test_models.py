@@ -61,18 +61,9 @@ _TIMM_SWIN = "timm/swin (2 stages of 1, 2 of 2 blocks; dim 32)"
 _TV_SWIN = "torchvision/swin (2 stages of 1, 2 of 2 blocks; dim 32)"
 _TV_CONVNEXT = "torchvision/convnext (3 stages of 1 block; dim 16)"
 _TV_VIT = "torchvision/vit (2 layers; dim 64)"
-_AZ_SHAPES = "AZ-NAS trainability pairs block outputs of different shapes (ProxyInputError)"
-_AZ_BLOCKS = "AZ-NAS finds one block feature map, needs 2 (ProxyInputError)"
-_AZ = {**{m: _AZ_SHAPES for m in (
-           "timm/resnet10t", "timm/mobilenetv2_035", "timm/mobilenetv3_small_050",
-           "timm/efficientnet_b0", "timm/mobilevit_xxs", _TIMM_SWIN,
-           "torchvision/mobilenet_v3_small", "torchvision/efficientnet_b0", _TV_SWIN)},
-       **{m: _AZ_BLOCKS for m in ("timm/levit_128s", "timm/vit_tiny_patch16_224",
-                                  "timm/deit_tiny_patch16_224", _TV_VIT)}}
 _DOUBLE_BACKWARD = "torch has no double backward for {} (GraSP's Hessian-gradient product)"
 _TENAS_LR = "TE-NAS's 1-channel narrow copy cannot run this model ({})"
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    "az_expressivity": _AZ, "az_progressivity": _AZ, "az_trainability": _AZ,
     "grasp": {**{m: _DOUBLE_BACKWARD.format("hardsigmoid") for m in (
                   "timm/mobilenetv3_small_050", "torchvision/mobilenet_v3_small")},
               **{m: _DOUBLE_BACKWARD.format("CPU flash attention") for m in (

@@ -116,13 +116,46 @@ def test_swap_by_hand():
     Each unit (channel, position) has a 3-bit pattern over the samples: channel 0 = relu(x):
     p0 (1, 0, 1), p1 (1, 1, 0); channel 1 = relu(-x): p0 (0, 1, 0), p1 (0, 0, 1); channel 2 =
     relu(2x) repeats channel 0.  6 units, 4 distinct patterns: SWAP = 4.
-    swap_reg: 3 parameters = 3e-6 M; with mu = 1e-6, sigma = 4e-12 the factor is
-    exp(-(2e-6)^2 / 4e-12) = e^-1: 4 / e.
+    swap_reg: 3 parameters = 3e-3 thousand (the official unit); with mu = 1e-3, sigma = 4e-6
+    the factor is exp(-(2e-3)^2 / 4e-6) = e^-1: 4 / e.
     """
     kw = dict(inputs=SWAP_INPUTS, reinit=False)
     assert zcproxy.score(swap_model(), "swap", **kw) == 4.0
-    assert zcproxy.score(swap_model(), "swap_reg", mu=1e-6, sigma=4e-12, **kw) == pytest.approx(
+    assert zcproxy.score(swap_model(), "swap_reg", mu=1e-3, sigma=4e-6, **kw) == pytest.approx(
         4 / math.e)
+
+
+class AuxiliarySwapModel(nn.Module):
+    """swap_model plus a DARTS-style auxiliary head (30 parameters) the forward never uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = swap_model()
+        self.auxiliary_head = nn.Linear(5, 5)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_swap_reg_regulariser_in_official_units():
+    """pym1024/SWAP's cal_regular_factor: exp(-(P - mu)^2 / sigma), P = parameters / 1e3 without
+    names containing "auxiliary".  swap_model has 3 parameters, P = 0.003:
+    * defaults mu = 1500, sigma = 1.5e6: (0.003 - 1500)^2 / 1.5e6 = 1.499994, so
+      swap_reg = 4 e^-1.499994 (= 0.89252...), the old mu = sigma = 1.5 in millions;
+    * unit=1e6 reads mu, sigma in millions: mu = sigma = 1.5 gives the same factor;
+    * unit=1: P = 3, mu = 1, sigma = 4: e^-1;
+    * the auxiliary head's 30 parameters are not counted: same values with it."""
+    kw = dict(inputs=SWAP_INPUTS, reinit=False)
+    expected = 4 * math.exp(-((0.003 - 1500) ** 2) / 1.5e6)
+    assert expected == pytest.approx(4 * math.exp(-1.499994), rel=1e-9)
+    for model in (swap_model(), AuxiliarySwapModel()):
+        assert zcproxy.score(model, "swap_reg", **kw) == pytest.approx(expected, rel=1e-12)
+        assert zcproxy.score(model, "swap_reg", mu=1.5, sigma=1.5, unit=1e6, **kw) \
+            == pytest.approx(expected, rel=1e-12)
+        assert zcproxy.score(model, "swap_reg", mu=1.0, sigma=4.0, unit=1.0, **kw) \
+            == pytest.approx(4 / math.e, rel=1e-12)
+    with pytest.raises(ValueError, match="unit"):
+        zcproxy.score(swap_model(), "swap_reg", unit=0.0, **kw)
 
 
 def test_swap_reinitialises_so_weights_do_not_matter():
@@ -238,6 +271,176 @@ def test_az_blocks_of_a_nats_network_are_stem_and_cells():
     with torch.no_grad():
         blocks = trunk_blocks(net, lambda: ctx.forward(net, torch.randn(2, 3, 8, 8)))
     assert blocks == [("stem", 0)] + [(f"cells.{i}", 0) for i in range(5)]
+
+
+def _rademacher_pairs(maps, gen):
+    """AZ-NAS's draws: one ±1 g_out per consecutive pair, last pair first; (g_in, g_out)."""
+    grads = []
+    for f_in, f_out in reversed(list(zip(maps, maps[1:]))):
+        g_out = (torch.randint(0, 2, f_out.shape, generator=gen) * 2 - 1).to(f_out)
+        g_in, = torch.autograd.grad(f_out, f_in, g_out, retain_graph=True)
+        grads.append((g_in.double(), g_out.double()))
+    return grads
+
+
+def _pair_score(m):
+    sigma = float(np.linalg.svd(np.asarray(m), compute_uv=False).max())
+    return -sigma - 1 / (sigma + 1e-6) + 2
+
+
+def test_az_trainability_across_width_and_stride_changes():
+    """conv 1 -> 2 and conv 2 -> 3 (1x1, a width change at 3x3), then conv 3 -> 2 (1x1,
+    stride 2: 3x3 -> 2x2, a stride that does not divide the resolution).
+
+    For a 1x1 conv, g_in = Wᵀ g_out at every position it reads.  Pair (a -> b): M = W_bᵀ G_b,
+    G_b = Σ g_out g_outᵀ / (B·9), a 2x3 matrix.  Pair (b -> c): the 3x3 g_in, zero-padded to
+    4x4 and unshuffled by 2, is W_cᵀ g_out at offset (0, 0) of each 2x2 cell and 0 at the other
+    three (padding included): M = [W_cᵀ G_c; 0; 0; 0] (12x2), G_c over B·4 positions.  The
+    first release rejected both pairs (ProxyInputError)."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(2, 3, 1, bias=False),
+                          nn.Conv2d(3, 2, 1, stride=2, bias=False))
+    x = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(1))
+    got = zcproxy.score(model, "az_trainability", inputs=x, use_inputs=True, init="none")
+
+    xg = x.clone().requires_grad_(True)
+    f1 = model[0](xg)
+    f2 = model[1](f1)
+    f3 = model[2](f2)
+    (g2, g3), (g1, g2b) = _rademacher_pairs([f1, f2, f3], torch.Generator().manual_seed(0))
+    w_b = model[1].weight.detach().double().reshape(3, 2)
+    w_c = model[2].weight.detach().double().reshape(2, 3)
+    gram_b = torch.einsum("bohw,bphw->op", g2b, g2b) / (2 * 9)
+    gram_c = torch.einsum("bohw,bphw->op", g3, g3) / (2 * 4)
+    assert torch.allclose(g2[:, :, ::2, ::2], torch.einsum("oc,bohw->bchw", w_c, g3))
+    m_ab = w_b.T @ gram_b
+    m_bc = torch.cat([w_c.T @ gram_c, torch.zeros(9, 2, dtype=torch.float64)])
+    expected = (_pair_score(m_ab) + _pair_score(m_bc)) / 2
+    assert got == pytest.approx(expected, rel=1e-6)  # float32 gradients against float64 W
+
+
+class ToTokens(nn.Module):
+    """A ViT's embedding: a 2x2 stride-2 patch conv, flatten, class token first (functional)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(2, 3, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, 3))
+        self.blocks = nn.Sequential(TokenBlock(), TokenBlock())
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+        return self.head(self.blocks(x)[:, 0])
+
+
+class TokenBlock(nn.Module):
+    """x + mix(x) over the 5 tokens, then x + tanh(mlp(x)) over the 3 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(5, 5)
+        self.mlp = nn.Linear(3, 3)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        x = x + self.mix(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.act(self.mlp(x))
+
+
+def _entropy_of(vectors):
+    v = vectors.detach().double()
+    v = v - v.mean(0, keepdim=True)
+    s = torch.linalg.eigvalsh(v.T @ v / len(v)).clamp_min(0)
+    p = s / s.sum()
+    return float((-p * torch.log(p + 1e-8)).sum())
+
+
+def test_az_on_a_token_model_by_direct_computation():
+    """Maps: the patch embedding (B, 3, 2, 2) and each block's tokens (B, 5, 3), found across
+    the functional flatten + class token (the first release stopped there: one map).
+
+    Entropies: of the B·4 patch vectors and of the B·5 token vectors (class token included).
+    Pair embedding -> block 0: the 4 patches are tokens 1..4 in row-major order, the class
+    token has no patch and is left out: M = Σ g_in(patch) g_out(token)ᵀ / (B·4).  Pair block 0
+    -> block 1: M = Σ over all 5 tokens / (B·5)."""
+    from zcproxy.context import ProxyContext
+    from zcproxy.proxies.aznas import trunk_blocks
+    torch.manual_seed(2)
+    model = ToTokens()
+    x = torch.randn(6, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    ctx = ProxyContext(model=model, device=torch.device("cpu"), input_shape=(2, 4, 4))
+    blocks = trunk_blocks(model, lambda: ctx.forward(model, x[:2]))
+    assert blocks == [("patch_embed", 0), ("blocks.0", 0), ("blocks.1", 0)]
+
+    kw = dict(use_inputs=True, init="none")
+    names = ["az_expressivity", "az_progressivity", "az_trainability"]
+    got = zcproxy.score_many(model, {p: kw for p in names}, inputs=x)
+
+    xg = x.clone().requires_grad_(True)
+    f0 = model.patch_embed(xg)
+    tokens = torch.cat([model.cls.expand(6, -1, -1), f0.flatten(2).transpose(1, 2)], dim=1)
+    f1 = model.blocks[0](tokens)
+    f2 = model.blocks[1](f1)
+    h = [_entropy_of(f0.permute(0, 2, 3, 1).reshape(-1, 3)),
+         _entropy_of(f1.reshape(-1, 3)), _entropy_of(f2.reshape(-1, 3))]
+    assert got["az_expressivity"] == pytest.approx(sum(h), rel=1e-9)
+    assert got["az_progressivity"] == pytest.approx(min(h[1] - h[0], h[2] - h[1]), rel=1e-9)
+
+    (g1, g2), (g0, g1b) = _rademacher_pairs([f0, f1, f2], torch.Generator().manual_seed(0))
+    m_12 = torch.einsum("blc,bld->cd", g1, g2) / (6 * 5)
+    m_01 = sum(torch.outer(g0[b, :, p // 2, p % 2], g1b[b, 1 + p])
+               for b in range(6) for p in range(4)) / (6 * 4)
+    expected = (_pair_score(m_12) + _pair_score(m_01)) / 2
+    assert got["az_trainability"] == pytest.approx(expected, rel=1e-9)
+
+
+class ToChannelsLast(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+def test_az_reads_channels_last_maps_and_skips_the_permute():
+    """conv 1 -> 2 (NCHW), a permute to (B, H, W, C) (not a block: it only moves dims), then a
+    linear 2 -> 3 on the last dim, as Swin keeps its maps: the linear's map has 3 channels in
+    dim 3.  Pair: g_in = Wᵀ g_out at each position, M = Wᵀ G (2x3)."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), ToChannelsLast(), nn.Linear(2, 3))
+    x = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    kw = dict(use_inputs=True, init="none")
+    got = zcproxy.score_many(model, {"az_expressivity": kw, "az_trainability": kw}, inputs=x)
+
+    xg = x.clone().requires_grad_(True)
+    f0 = model[0](xg)
+    f1 = model[2](f0.permute(0, 2, 3, 1))
+    h = _entropy_of(f0.permute(0, 2, 3, 1).reshape(-1, 2)) + _entropy_of(f1.reshape(-1, 3))
+    assert got["az_expressivity"] == pytest.approx(h, rel=1e-9)
+    [(_, g_out)] = _rademacher_pairs([f0, f1], torch.Generator().manual_seed(0))
+    w = model[2].weight.detach().double()
+    gram = torch.einsum("bhwc,bhwd->cd", g_out, g_out) / (5 * 16)
+    assert got["az_trainability"] == pytest.approx(_pair_score(w.T @ gram), rel=1e-6)
+
+
+class EveryOtherToken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.proj(x)[:, ::2]
+
+
+def test_az_trainability_is_nan_with_the_reason_when_tokens_cannot_be_paired():
+    """6 tokens -> 3: no square grid to align them by; the entropies stay defined."""
+    model = nn.Sequential(nn.Linear(3, 3), EveryOtherToken())
+    got = zcproxy.score_many(model, ["az_expressivity", "az_progressivity", "az_trainability"],
+                             input_shape=(6, 3), nonfinite="keep", return_details=True)
+    assert math.isfinite(got["az_expressivity"].value)
+    assert math.isfinite(got["az_progressivity"].value)
+    assert math.isnan(got["az_trainability"].value)
+    assert "'1'" in got["az_trainability"].reason
+    assert "6 tokens form no square grid" in got["az_trainability"].reason
 
 
 # --------------------------------------------------------------------------- TE-NAS

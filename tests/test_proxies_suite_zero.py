@@ -176,6 +176,19 @@ def test_zen_by_hand():
     assert got == pytest.approx(expected, rel=1e-4)
 
 
+def test_zen_bn_term_skips_norms_after_the_features():
+    """ZenNAS runs only forward_pre_GAP, so a BatchNorm after the features (here a
+    BatchNorm1d on the logits) keeps running variance 1 and adds log 1 = 0.  zcproxy runs the
+    whole model but counts only the norms that ran before the features were taken: the same
+    value as zen_net without the head norm (same draws: norms draw nothing), for the pooling
+    input (the default) and for the logits (submodule "4")."""
+    kw = dict(input_shape=(1, 2, 2), seed=5, batch_size=3)
+    headed = nn.Sequential(*zen_net(), nn.BatchNorm1d(2))
+    assert zcproxy.score(headed, "zen", **kw) == zcproxy.score(zen_net(), "zen", **kw)
+    assert zcproxy.score(headed, "zen", features="4", **kw) == zcproxy.score(
+        zen_net(), "zen", features="4", **kw)
+
+
 def test_zen_is_log_linear_in_gamma_without_bn():
     """Without BatchNorm the features are linear in the input: Δ ∝ γ, so doubling γ adds
     exactly log 2 (same draws), and there is no BN term."""

@@ -9,14 +9,22 @@ pattern across the samples).  The network runs in train mode (as built, never sw
 the score is the mean over 32 repeats, each after re-drawing conv/linear weights from N(0, 1)
 with zero biases and norm scales 1, shifts 0 (``network_weight_gaussian_init``).
 
-Regularised form (``swap_reg``): SWAP x exp(-(P - mu)^2 / sigma), P the parameter count.
-The official code counts P in thousands and has no default mu, sigma (regularisation is off
-unless both are given).  zcproxy counts P in millions; the default mu = sigma = 1.5 (M) puts
-the peak at the largest NAS-Bench-201 networks (1.53 M), making the factor a size prior that
-grows with P over that space.  These defaults are NOT from the official repository or a
-verified statement of the paper (mu = sigma = 1.5 appears in a third-party NAS-Bench-201
-re-implementation); set mu, sigma for your search space (a ResNet-18 with 11 M parameters gets
-a factor e^-60 from them).
+Regularised form (``swap_reg``, same file, ``cal_regular_factor`` and ``count_parameters`` in
+``src/utils/utilities.py``): SWAP x exp(-(P - mu)^2 / sigma), P the number of parameters *in
+thousands* (the official count divides by 1e3 and skips parameters whose name contains
+"auxiliary", DARTS's auxiliary head); the factor is computed once per network and multiplies
+every repeat, so swap_reg = factor x mean SWAP.  sigma divides the squared difference (it is
+not a standard deviation: its unit is thousands of parameters squared).  zcproxy follows that
+unit by default (``unit=1e3``); ``unit=1e6`` reads mu and sigma in millions.
+
+mu and sigma: the official repository has no NAS-Bench-201 script and no values (its only
+script, ``correlation.py`` on DARTS, never turns regularisation on), and the paper's text
+available to us does not state them either.  zcproxy's defaults mu = 1500 (thousand) and
+sigma = 1.5e6 (thousand^2) are the mu = sigma = 1.5 (millions) of a third-party NAS-Bench-201
+re-implementation, written in the official unit (zcproxy versions before swap_reg version 2
+took them in millions: the same factor).  The peak sits at the largest NAS-Bench-201 networks
+(1.53 M), so over that space the factor is a size prior growing with P (0.26 at 0.07 M);
+set mu, sigma for your search space (a ResNet-18, 11 M, gets e^-60 from these).
 
 Choices: "ReLU on a feature map" becomes every activation module (zcproxy's
 ``capture_activations``) whose output has at least 3 dimensions (feature maps or token
@@ -126,17 +134,26 @@ def swap(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
     return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit)
 
 
-def size_factor(n_params: int, mu: float, sigma: float) -> float:
-    """exp(-(P - mu)^2 / sigma) with P in millions of parameters."""
-    return math.exp(-((n_params / 1e6 - mu) ** 2) / sigma)
+def official_size(model: torch.nn.Module, unit: float = 1e3) -> float:
+    """Parameters in units of ``unit`` (official: thousands), leaving out every parameter whose
+    qualified name contains "auxiliary" as the official ``count_parameters`` does."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if "auxiliary" not in name) / unit
 
 
-@register_proxy("swap_reg", needs_data=True, higher_is_better=True,
-                description="regularised SWAP-Score: SWAP x exp(-(#params[M] - mu)^2 / sigma)")
-def swap_reg(ctx: ProxyContext, *, mu: float = 1.5, sigma: float = 1.5, batch_size: int = 16,
-             repeats: int = 32, reinit: bool = True) -> float:
+def size_factor(size: float, mu: float, sigma: float) -> float:
+    """exp(-(size - mu)^2 / sigma), ``size`` in the unit mu is given in."""
+    return math.exp(-((size - mu) ** 2) / sigma)
+
+
+@register_proxy("swap_reg", needs_data=True, higher_is_better=True, version="2",
+                description="regularised SWAP-Score: SWAP x exp(-(#params[K] - mu)^2 / sigma)")
+def swap_reg(ctx: ProxyContext, *, mu: float = 1500.0, sigma: float = 1.5e6,
+             unit: float = 1e3, batch_size: int = 16, repeats: int = 32,
+             reinit: bool = True) -> float:
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    n_params = sum(p.numel() for p in ctx.model.parameters())
-    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit) \
-        * size_factor(n_params, mu, sigma)
+    if unit <= 0:
+        raise ValueError(f"unit must be positive, got {unit}")
+    factor = size_factor(official_size(ctx.model, unit), mu, sigma)
+    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit) * factor

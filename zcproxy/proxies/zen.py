@@ -1,21 +1,27 @@
 """Zen-score (Lin et al., "Zen-NAS", ICCV 2021): how strongly the pre-pooling features react
 to a small perturbation of a Gaussian input, corrected for BatchNorm's rescaling.
 
-Follows idstcv/ZenNAS ``ZeroShotProxy/compute_zen_score.py`` (``compute_nas_score``):
+Follows idstcv/ZenNAS ``ZeroShotProxy/compute_zen_score.py`` (``compute_nas_score``), which
+AZ-NAS (cvlab-yonsei/AZ-NAS ``NB201/ZeroShotProxy/compute_zen_score.py``) and VKDNW
+(ondratybl/VKDNW, same path) run unchanged on NAS-Bench-201:
 
-    re-initialise: conv/linear weights ~ N(0, 1), biases 0, norm scales 1 / shifts 0
+    re-initialise: conv/linear weights ~ N(0, 1), biases 0, BN/GN scales 1 / shifts 0
     x ~ N(0, 1), ε ~ N(0, 1) of shape (batch_size, *input shape), BN in train mode
     Δ = mean over the batch of Σ |F(x) − F(x + γ·ε)|,     γ = mixup_gamma = 1e-2
     score = log Δ + Σ over BatchNorm layers of log √(mean of running_var)
 
-averaged over ``repeats`` draws; the running variances are the ones the forward passes left
-(both passes of every repeat update them; ZenNAS never resets them between repeats, and
-neither does this).  Defaults are the ones ZenNAS's own search uses (``evolution_search.py``:
-``repeat=1``, ``--batch_size 64`` in its CIFAR scripts; NASLib's ``zen.py`` also repeats once);
-its stand-alone command line uses ``--repeat_times 32 --batch_size 16``.
+averaged over ``repeats`` draws.  The running variances are the ones the two forward passes
+left on a fresh network (momentum 0.1 from 1: 0.81 + 0.09·v(x) + 0.1·v(x + γε), v the
+unbiased batch variance), not the batch variances; ZenNAS never resets them between repeats,
+and neither does this.  Defaults are the ones ZenNAS's own search uses (``evolution_search.py``:
+``repeat=1``, ``--batch_size 64`` in its CIFAR scripts) and AZ-NAS's and VKDNW's NAS-Bench-201
+runs use (batch 64, one repeat); ZenNAS's stand-alone command line uses ``--repeat_times 32
+--batch_size 16``.
 
-F is "the network before global average pooling" (ZenNAS's ``forward_pre_GAP``; NASLib's
-NB201 graph hooks the input of ``AdaptiveAvgPool2d``).  For a generic model, ``features``:
+F is "the network before global average pooling" (ZenNAS's ``forward_pre_GAP``; on a
+NAS-Bench-201 network AZ-NAS's and VKDNW's ``forward_pre_GAP`` return ``lastact`` = BN + ReLU
+after the last cell, i.e. the input of ``global_pooling``; NASLib hooks the same tensor).
+For a generic model, ``features``:
 
 * ``"auto"`` (default): ``"pool_input"`` if the model has an adaptive pooling module, else
   ``"linear_input"`` if it has a linear layer, else ``"output"``;
@@ -26,14 +32,32 @@ NB201 graph hooks the input of ``AdaptiveAvgPool2d``).  For a generic model, ``f
 * ``"output"``: the selected model output;
 * any other string: the output of the submodule of that qualified name.
 
-Choices: a fresh copy's BatchNorm running statistics are reset before the first repeat, since
-ZenNAS scores freshly built networks (``gaussian_init=False`` keeps weights and statistics as
-given).  Draws come from one CPU generator seeded with the context seed (weights, then x, then
-ε, per repeat).  Δ = 0 (the features do not depend on the input) gives −inf with the reason.
+The BN term sums over the BatchNorm layers that ran before F was taken: ZenNAS runs only
+``forward_pre_GAP``, so a layer after the features (a BatchNorm1d in a head) keeps running
+variance 1 there and adds nothing, although zcproxy's full forward updates it.  Layers on
+branches that do not reach the output (a conv edge into a NAS-Bench-201 node whose every exit
+is ``none``) do run, and count, as in ZenNAS.
+
+Choices: BatchNorm of any dimensionality with running statistics counts (the official code,
+written for 2-D networks, tests ``nn.BatchNorm2d``); the re-initialisation covers every conv
+dimensionality and every affine norm (zcproxy's ``gaussian_init_``).  A fresh copy's
+BatchNorm running statistics are reset before the first repeat, since ZenNAS scores freshly
+built networks (``gaussian_init=False`` keeps weights and statistics as given).  Draws come
+from one CPU generator seeded with the context seed (weights, then x, then ε, per repeat).
+Δ = 0 (the features do not depend on the input, e.g. a NAS-Bench-201 cell with no path from
+input to output) gives −inf with the reason; ZenNAS returns log 0 = −inf there as well.
+
+Published NAS-Bench-201 numbers depend on the population scored, not on this recipe: VKDNW's
+Table 1 (CIFAR-10 Kendall τ 0.102, Spearman ρ 0.103) is, by its FLOPs row (τ 0.623, against
+0.578 over all 15,625 cells and 0.620 over one cell per graph left after pruning dead edges,
+8,765 graphs), computed on de-duplicated architectures; their ``paper_preparation.ipynb``
+also holds a zen run over all 15,625 cells at τ 0.244 / ρ 0.321.  This implementation gives
+τ 0.30 on 100 uniformly drawn cells and τ 0.14 on 100 drawn from the de-duplicated ones.
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -59,34 +83,51 @@ def resolve_features(net: nn.Module, features: str) -> str:
 def feature_map(ctx: ProxyContext, net: nn.Module, x: torch.Tensor, features: str
                 ) -> torch.Tensor:
     """The tensor ``features`` names (see the module docstring) for input ``x``."""
-    if features == "output":
-        return ctx.forward(net, x)
-    if features == "pool_input":
-        modules, take_input = [m for m in net.modules() if isinstance(m, ADAPTIVE_POOLS)], True
-    elif features == "linear_input":
-        modules, take_input = [m for m in net.modules() if isinstance(m, nn.Linear)], True
-    else:
-        named = dict(net.named_modules())
-        if features not in named:
-            raise ValueError(f"features must be 'auto', 'pool_input', 'linear_input', 'output' "
-                             f"or a submodule name; {type(net).__name__} has no {features!r}")
-        modules, take_input = [named[features]], False
-    if not modules:
-        raise ValueError(f"features={features!r}: {type(net).__name__} has no such module")
-    seen: list[torch.Tensor] = []
+    return features_after(ctx, net, x, features)[0]
 
-    def hook(_module, inputs, output):
-        seen.append(inputs[0] if take_input else output)
 
-    handles = [m.register_forward_hook(hook) for m in modules]
+def features_after(ctx: ProxyContext, net: nn.Module, x: torch.Tensor, features: str,
+                   watch: Sequence[nn.Module] = ()) -> tuple[torch.Tensor, list[nn.Module]]:
+    """The tensor ``features`` names for input ``x``, and the modules of ``watch`` whose forward
+    ran before that tensor was taken (in ``watch`` order)."""
+    ran: list[int] = []  # ids of watched modules, in call order
+    watch_hooks = [m.register_forward_hook(lambda m, _i, _o: ran.append(id(m))) for m in watch]
     try:
-        ctx.forward(net, x)
+        if features == "output":
+            out = ctx.forward(net, x)
+            return out, [m for m in watch if id(m) in set(ran)]
+        if features == "pool_input":
+            modules, take_input = [m for m in net.modules() if isinstance(m, ADAPTIVE_POOLS)], True
+        elif features == "linear_input":
+            modules, take_input = [m for m in net.modules() if isinstance(m, nn.Linear)], True
+        else:
+            named = dict(net.named_modules())
+            if features not in named:
+                raise ValueError(f"features must be 'auto', 'pool_input', 'linear_input', "
+                                 f"'output' or a submodule name; {type(net).__name__} has no "
+                                 f"{features!r}")
+            modules, take_input = [named[features]], False
+        if not modules:
+            raise ValueError(f"features={features!r}: {type(net).__name__} has no such module")
+        seen: list[tuple[torch.Tensor, int]] = []
+
+        def hook(_module, inputs, output):
+            seen.append((inputs[0] if take_input else output, len(ran)))
+
+        handles = [m.register_forward_hook(hook) for m in modules]
+        try:
+            ctx.forward(net, x)
+        finally:
+            for h in handles:
+                h.remove()
+        if not seen:
+            raise ValueError(f"features={features!r}: no such module ran in the forward pass")
+        tensor, calls = seen[-1]
+        before = set(ran[:calls])
+        return tensor, [m for m in watch if id(m) in before]
     finally:
-        for h in handles:
+        for h in watch_hooks:
             h.remove()
-    if not seen:
-        raise ValueError(f"features={features!r}: no such module ran in the forward pass")
-    return seen[-1]
 
 
 @register_proxy("zen", higher_is_better=True,
@@ -110,14 +151,15 @@ def zen(ctx: ProxyContext, *, batch_size: int = 64, repeats: int = 1, mixup_gamm
         noise = torch.randn(shape, generator=gen)
         mixed = (x + mixup_gamma * noise).to(ctx.device)
         with torch.no_grad():
-            f = feature_map(ctx, net, x.to(ctx.device), features)
-            f_mixed = feature_map(ctx, net, mixed, features)
+            f, counted = features_after(ctx, net, x.to(ctx.device), features, norms)
+            f_mixed, counted_mixed = features_after(ctx, net, mixed, features, norms)
             delta = float((f - f_mixed).abs().reshape(batch_size, -1).sum(1).mean())
         if delta == 0.0:
             raise ProxyUndefined("the features do not change when the input does (they do not "
                                  "depend on the input): log 0", value=-math.inf)
         if not math.isfinite(delta):
             raise ProxyUndefined(f"the feature difference is {delta} (overflow)")
-        bn = sum(math.log(math.sqrt(float(m.running_var.mean()))) for m in norms)
+        ids = {id(m) for m in counted + counted_mixed}
+        bn = sum(math.log(math.sqrt(float(m.running_var.mean()))) for m in norms if id(m) in ids)
         scores.append(math.log(delta) + bn)
     return sum(scores) / len(scores)
