@@ -72,9 +72,12 @@ def log_abs_det(k: torch.Tensor) -> float:
     return float("-inf") if sign == 0 else float(logabs)
 
 
-def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None]) -> int:
+def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None], *,
+                  any_order: bool = True) -> int:
     """Run NASWOT's forward (train mode, every activation a ReLU) on the real batch, calling
-    ``layer(flat)`` with each ReLU output as ``(N, units)``; returns N.
+    ``layer(flat)`` with each ReLU output as ``(N, units)``; returns N.  ``any_order``: units in
+    memory order (K does not depend on it; no copy); else in the logical (C, H, W) order, the
+    same on both paths, for comparing codes unit by unit.
 
     Fast path: bfloat16 (2x the float32 convolution rate with AVX-512 BF16), codes of the same
     units; the fidelity gate (benchmarks/FIDELITY.md) measures how many codes that flips."""
@@ -85,7 +88,8 @@ def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None]) -> i
         x = x.to(low)
     n = x.shape[0]
     with torch.inference_mode(), capture_activations(
-            net, lambda _name, out: layer(units_last(out.detach()).reshape(n, -1))):
+            net, lambda _name, out: layer((units_last(out.detach()) if any_order
+                                           else out.detach()).reshape(n, -1))):
         ctx.forward(net, x)
     return n
 
@@ -94,7 +98,7 @@ def relu_codes(ctx: ProxyContext) -> np.ndarray:
     """Every ReLU unit's binary code per image, ``(N, units)`` bool, in the order NASWOT reads
     them (for comparing the exact and the fast path's codes)."""
     codes: list[np.ndarray] = []
-    coded_forward(ctx, lambda flat: codes.append(positive(flat.cpu())))
+    coded_forward(ctx, lambda flat: codes.append(positive(flat.cpu())), any_order=False)
     return np.concatenate(codes, axis=1)
 
 
