@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import zcproxy
-from nets import small_cnn
+from nets import linear, small_cnn
 from zcproxy.nasbench.cells import tss_network
 from zcproxy.proxies.swap import distinct_rows
 from zcproxy.surgery import narrow_copy
@@ -37,16 +37,6 @@ def conv1x1(c_in, weights, bias=None, stride=1):
         if bias is not None:
             conv.bias.copy_(torch.tensor(bias, dtype=torch.float32))
     return conv
-
-
-def linear(weights, bias=None):
-    w = torch.tensor(weights, dtype=torch.float32)
-    lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(w)
-        if bias is not None:
-            lin.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return lin
 
 
 # --------------------------------------------------------------------------- ZiCo

@@ -8,23 +8,13 @@ import torch
 from torch import nn
 
 import zcproxy
-from nets import small_cnn
+from nets import linear, small_cnn
 from zcproxy.api import resolve_proxies, score_timed
 from zcproxy.context import ProxyContext
 
 PROXIES = ["fisher", "grasp", "l2_norm", "plain", "epe_nas", "zen", "gradsign"]
 LN3 = math.log(3.0)
 K = 1e-5
-
-
-def linear(weights, bias=None):
-    w = torch.tensor(weights, dtype=torch.float32)
-    layer = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(w)
-        if bias is not None:
-            layer.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return layer
 
 
 # Two images, both of class 0: x1 = (1, 0), x2 = (0, 1).

@@ -57,8 +57,10 @@ def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def _recorded_output(folder: Path, name: str) -> dict | None:
-    path = folder / "run.json"
+def run_record(folder: str | os.PathLike) -> dict | None:
+    """The settings record (``run.json``) of a correlate output folder, None if it has none;
+    IncompleteTable if it is there but not JSON."""
+    path = Path(folder) / "run.json"
     if not path.exists():
         return None
     try:
@@ -66,7 +68,11 @@ def _recorded_output(folder: Path, name: str) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IncompleteTable(f"{path} is not a settings record ({err}); rerun the correlate "
                               "command on that folder") from None
-    outputs = record.get("outputs") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def _recorded_output(folder: Path, name: str) -> dict | None:
+    outputs = (run_record(folder) or {}).get("outputs")
     return outputs.get(name) if isinstance(outputs, dict) else None
 
 

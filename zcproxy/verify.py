@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import read_scores
+from .analysis import read_scores, run_record
 from .cli import add_debug_flag, run_command
 from .stats import kendall_tau, spearman_rho
 
@@ -186,11 +186,7 @@ def _compare_proxy(proxy: str, x: np.ndarray, y: np.ndarray, rtol: float,
 
 def run_arithmetic(folder: str | os.PathLike) -> str:
     """The arithmetic a correlate run recorded in its run.json ("exact" before it was)."""
-    import json
-    path = Path(folder) / "run.json"
-    if not path.is_file():
-        return "exact"
-    return json.loads(path.read_text()).get("arithmetic", "exact")
+    return (run_record(folder) or {}).get("arithmetic", "exact")
 
 
 def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
