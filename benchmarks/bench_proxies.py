@@ -545,7 +545,8 @@ def _describe(impl: str, workers: int, threads: int) -> str:
         "ours-wN": f"`run_scoring`, exact, {workers} spawned worker processes × 1 thread",
         "fast-w1": "`run_scoring` on the fast path (`ScoringJob(exact=False)`: NASWOT in "
                    "bfloat16 channels-last, the Entropic Score in float32 channels-last, "
-                   "LogSynflow unchanged), 1 process × 1 thread",
+                   "LogSynflow's gradients in float32 channels-last where float32 holds them, "
+                   "else float64), 1 process × 1 thread",
         "fast-wN": f"the fast path, {workers} worker processes × 1 thread",
     }[name]
 
@@ -715,8 +716,8 @@ def write_results(path: Path, info: dict, command: str, results: list[dict], rat
               "matmul rate above, that is the time one core could not beat even at matmul speed "
               "with exact arithmetic; the last column is what each zcproxy configuration "
               "spends (CPU s/arch, all three proxies, all its processes) and its ratio to the "
-              "floor.  The fast path's bfloat16 NASWOT is not held to the float32 rate, so it "
-              "may go below the floor.", "",
+              "floor.  The fast path's bfloat16 NASWOT and float32 LogSynflow and ES are not "
+              "held to these rates, so it may go below the floor.", "",
               "| bench | NASWOT GFLOP (f32) | LogSynflow GFLOP (f64) | ES GFLOP (f64) "
               "| floor s/arch/core | floor arch/s on 2 cores | zcproxy CPU s/arch (÷ floor) |",
               "|---|---:|---:|---:|---:|---:|---|"]

@@ -30,9 +30,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The proxies the fast path changes.  LogSynflow (float64) and every other proxy compute the
-# same bits on both paths (tests/test_fast_path.py checks it), so they are not rescored here.
-PROXIES = ("naswot", "entropic")
+# The proxies the fast path changes (Synflow shares LogSynflow's gradients).  Every other proxy
+# computes the same bits on both paths (tests/test_fast_path.py checks it), so they are not
+# rescored here.
+PROXIES = ("naswot", "logsynflow", "entropic")
 
 
 def score_fast(bench: str, out: Path, workers: int, fresh: bool) -> float:
@@ -91,8 +92,10 @@ def report(results: list[dict], command: str) -> str:
         f"{bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}).", "",
         "Each benchmark's committed 1,000-architecture sample, scored afresh on the fast path "
         "(`correlate` without `--exact`: NASWOT in bfloat16 channels-last, the signed Entropic "
-        "Score in float32 channels-last from float64 draws; LogSynflow and every other proxy "
-        "compute the same bits on both paths, which tests/test_fast_path.py checks), against "
+        "Score in float32 channels-last from float64 draws, LogSynflow's gradients in float32 "
+        "channels-last where float32 holds them and float64 where it overflows; every other "
+        "proxy computes the same bits on both paths, which tests/test_fast_path.py checks), "
+        "against "
         "the committed exact scores in `results/correlate/<bench>/`.  Gate: the same "
         f"architectures without a finite score, Spearman ρ between the runs ≥ {GATE_SPEARMAN}, "
         "and Kendall τ against the accuracy equal at three decimals.", "",
