@@ -545,8 +545,8 @@ def _describe(impl: str, workers: int, threads: int) -> str:
         "ours-wN": f"`run_scoring`, exact, {workers} spawned worker processes × 1 thread",
         "fast-w1": "`run_scoring` on the fast path (`ScoringJob(exact=False)`: NASWOT in "
                    "bfloat16 channels-last, the Entropic Score in float32 channels-last, "
-                   "LogSynflow's gradients in float32 channels-last where float32 holds them, "
-                   "else float64), 1 process × 1 thread",
+                   "LogSynflow's gradients in float32 channels-last, rescaled by powers of two "
+                   "at each cell), 1 process × 1 thread",
         "fast-wN": f"the fast path, {workers} worker processes × 1 thread",
     }[name]
 

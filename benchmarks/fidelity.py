@@ -93,7 +93,7 @@ def report(results: list[dict], command: str) -> str:
         "Each benchmark's committed 1,000-architecture sample, scored afresh on the fast path "
         "(`correlate` without `--exact`: NASWOT in bfloat16 channels-last, the signed Entropic "
         "Score in float32 channels-last from float64 draws, LogSynflow's gradients in float32 "
-        "channels-last where float32 holds them and float64 where it overflows; every other "
+        "channels-last, rescaled by powers of two at each cell; every other "
         "proxy computes the same bits on both paths, which tests/test_fast_path.py checks), "
         "against "
         "the committed exact scores in `results/correlate/<bench>/`.  Gate: the same "

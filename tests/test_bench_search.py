@@ -324,3 +324,6 @@ def test_cli_live_run_resumes(tmp_path, capsys):
     straight = json.loads((tmp_path / "straight" / "run.json").read_text())
     for key in ("index", "evaluations", "distinct", "accuracy"):
         assert resumed[key] == straight[key]
+    # its journal holds fast-path scores: continuing it with exact arithmetic is refused
+    assert bench_main(args + ["--exact"]) == 2
+    assert "arithmetic" in capsys.readouterr().err

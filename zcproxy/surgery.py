@@ -23,7 +23,7 @@ import itertools
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -534,6 +534,31 @@ def activation_census(model: nn.Module, run: Callable[[], object]) -> Activation
         for h in handles:
             h.remove()
     return ActivationCensus(calls, counter.count, tuple(counter.sites))
+
+
+# A module attribute, set by whoever builds a network (the benchmark adapters), copied with the
+# module by prepare/clone_module.  See mark_chain_links.
+CHAIN_LINK = "_zcproxy_chain_link"
+
+
+def mark_chain_links(modules: Iterable[nn.Module]) -> None:
+    """Declare ``modules`` links of a chain: the network's forward feeds each one's output to
+    the next and nothing else, so every path from the input to the output passes through each
+    of them (the stem and cells of a NAS-Bench network, whose forward loops over them).
+
+    A proxy that knows its network is positively homogeneous may rescale a link's output by a
+    constant and so rescale everything downstream of it (and every gradient) by the same one:
+    Synflow's float32 pass keeps R and ∂R/∂θ within float32's range that way.  A module marked
+    wrongly (a branch, a block a skip connection bypasses) would change what is computed, so
+    only code that builds the network marks it.
+    """
+    for module in modules:
+        setattr(module, CHAIN_LINK, True)
+
+
+def chain_links(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` marked by :func:`mark_chain_links`, in module order."""
+    return [m for m in model.modules() if getattr(m, CHAIN_LINK, False)]
 
 
 def weight_modules(model: nn.Module) -> Iterator[nn.Module]:

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..surgery import mark_chain_links
+
 OP_NAMES: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 TSS_CHANNELS = 16
@@ -269,6 +271,7 @@ class CellNetwork(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
+        mark_chain_links([self.stem, *self.cells])  # forward feeds each to the next, see below
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.stem(x)

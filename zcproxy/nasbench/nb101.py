@@ -39,6 +39,7 @@ from torch import nn
 from zcproxy.atomic import atomic_write
 from zcproxy.nasbench.base import Benchmark, BenchmarkDataMissing
 from zcproxy.paths import find_in_data_dir
+from zcproxy.surgery import mark_chain_links
 
 INPUT, OUTPUT = "input", "output"
 CONV3X3, CONV1X1, MAXPOOL3X3 = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -241,6 +242,7 @@ def build_network(matrix: np.ndarray, ops: Sequence[str], num_classes: int = 10,
     net = Network((matrix, list(ops)), num_labels=num_classes, stem_out_channels=stem_channels,
                   num_stacks=num_stacks, num_modules_per_stack=cells_per_stack, tf_like=tf_like_init)
     _strip_dummy_parameters(net)
+    mark_chain_links(net.layers)  # Network.forward: x = layer(x) for each, then mean, classifier
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = TORCH_BN_MOMENTUM

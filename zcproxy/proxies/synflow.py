@@ -29,11 +29,15 @@ Where they are undefined (raised as ProxyUndefined, so the score is NaN with the
 """
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
+from torch import nn
 
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
-from ..surgery import Recipe, weight_modules
+from ..surgery import Recipe, chain_links, weight_modules
 
 
 def _weights_and_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -41,30 +45,57 @@ def _weights_and_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tens
 
     The exact path computes in float64.  The fast path (issue 16) computes in float32
     channels-last, where oneDNN's kernels run the forward and backward ~1.6x as fast as
-    float64's, and falls back to float64 wherever float32 cannot hold the numbers: R and ∂R/∂θ
-    grow exponentially with depth (R reached 1e70 on NAS-Bench-101 cells, beyond float32's
-    3.4e38 on every cell sampled, and on ~1 in 60 NATS-tss cells), and a non-finite value
-    there is float32's range, not the network's.  The weights are the model's own float32
-    values on both paths; the products and sums below are taken in float64 either way, so the
-    paths differ only by float32 rounding of the gradients (relative 1e-8 on NATS-Bench).
+    float64's.  R and ∂R/∂θ grow exponentially with depth (R reached 1e70 on NAS-Bench-101
+    cells, beyond float32's 3.4e38 on 735 of the 1,000 sampled), so where the network declares
+    the links of its chain (:func:`zcproxy.surgery.mark_chain_links`: the benchmark adapters
+    mark their stem and cells) each link's output is divided by the power of two that brings
+    its peak into [0.5, 1).  The linearised network is positively homogeneous (|weights|, no norms, ReLU on
+    non-negative values, pooling), so everything downstream and every gradient is scaled by
+    the same power of two, which is exact in floating point and undone in float64 afterwards:
+    the float32 pass then rounds like an unscaled one but never leaves float32's range.  Where
+    float32 still overflows (no links declared, or a link's output already beyond it), the
+    pass is repeated in float64.  The products and sums below are taken in float64 on both
+    paths, so they differ only by float32 rounding of the gradients (relative ~1e-8).
     """
     def gradients(dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         net = ctx.prepared(Recipe(suppress_norm=True, absolute=True, dtype=dtype, train=False),
                            shared=False, fast=dtype != torch.float64)
+        exponents: list[int] = []
+        if dtype != torch.float64:
+            for link in chain_links(net):
+                link.register_forward_hook(functools.partial(_rescale_to_unit, exponents))
         total = ctx.forward(net, ctx.ones_input(dtype)).sum()
         if dtype != torch.float64 and not torch.isfinite(total):
             return None  # float32 overflowed in the forward already: no backward to waste
+        if sum(exponents) > 1000:
+            return None  # 2**sum is beyond float64: the float64 pass says what becomes of it
         total.backward()
+        scale = 2.0 ** sum(exponents)
         pairs = [(m.weight.detach(), m.weight.grad.detach())
                  for m in weight_modules(net) if m.weight.grad is not None]
-        if dtype != torch.float64 and not all(bool(torch.isfinite(g).all()) for _, g in pairs):
+        if dtype == torch.float64:
+            return pairs
+        if not all(bool(torch.isfinite(g).all()) for _, g in pairs):
             return None
-        return pairs
+        return [(w, g.double() * scale) for w, g in pairs]
 
     def compute():
         fast = ctx.pick_dtype(torch.float64, torch.float32)
         return (fast != torch.float64 and gradients(fast)) or gradients(torch.float64)
     return ctx.memo("synflow-grads", compute)
+
+
+def _rescale_to_unit(exponents: list[int], module: nn.Module, args, out):
+    """Forward hook: ``out`` divided by 2**e, e the binary exponent of its peak (so its peak
+    lands in [0.5, 1)); e is appended to ``exponents``."""
+    if not isinstance(out, torch.Tensor) or not out.numel():
+        return None
+    peak = float(out.detach().abs().amax())
+    if not (peak > 0 and math.isfinite(peak)):
+        return None
+    exponent = math.frexp(peak)[1]
+    exponents.append(exponent)
+    return out * 2.0 ** -exponent
 
 
 def _finite_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
     live = None
     if live_proxies:
         if out is not None:
-            _check_scoring_record(out, args.bench, seed, batch)
+            _check_scoring_record(out, args.bench, seed, batch, args.exact)
         live = LiveScores(args.bench, live_proxies, seed=seed, batch_size=batch,
                           device=args.device, data_dir=args.data_dir, threads=args.threads,
                           journal=journal, stop_after=args.stop_after, exact=args.exact)
@@ -295,12 +295,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_scoring_record(out: Path, bench: str, seed: int, batch: int) -> None:
-    """Live scores journaled in ``out`` are reused only under the settings they were made with."""
+def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: bool) -> None:
+    """Live scores journaled in ``out`` are reused only under the settings they were made with,
+    the arithmetic included (a record without it predates the fast path: exact)."""
     record = out / "scoring.json"
-    mine = {"bench": bench, "score_seed": seed, "batch_size": batch}
+    mine = {"bench": bench, "score_seed": seed, "batch_size": batch,
+            "arithmetic": "exact" if exact else "fast"}
     if record.exists():
-        old = json.loads(record.read_text())
+        old = {"arithmetic": "exact", **json.loads(record.read_text())}
         if old != mine:
             raise UsageError(f"{out} holds live scores made with {old}, not {mine}; use "
                              "another --out")
