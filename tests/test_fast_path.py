@@ -21,7 +21,7 @@ import zcproxy
 from zcproxy import correlate
 from zcproxy.context import ProxyContext
 from zcproxy.proxies.naswot import positive
-from zcproxy.runner import ScoringJob, Worker
+from zcproxy.runner import FAST_ARITHMETIC, ScoringJob, Worker
 from zcproxy.stats import spearman_rho
 from zcproxy.surgery import drawn_in, mark_chain_links, reinitialise
 from zcproxy.verify import GATE_SPEARMAN, compare_scores
@@ -137,9 +137,17 @@ def test_a_journal_is_continued_only_with_its_arithmetic(tmp_path, capsys):
     capsys.readouterr()
     assert correlate.main(base) == 2                     # fast now, exact there: refused
     err = capsys.readouterr().err
-    assert "arithmetic: exact there, fast now" in err and "--exact" in err
+    assert f"arithmetic: exact there, {FAST_ARITHMETIC} now" in err and "--exact" in err
     assert correlate.main(base + ["--exact"]) == 0       # the same arithmetic continues
     assert "reusing 3 scored architectures" in capsys.readouterr().err
+    # a journal of an earlier revision of the fast path is not continued by today's
+    for record in (out / "journal.csv", out / "run.json"):
+        text = record.read_text()
+        assert '"arithmetic": "exact"' in text
+        record.write_text(text.replace('"arithmetic": "exact"', '"arithmetic": "fast"', 1))
+    assert correlate.main(base) == 2
+    err = capsys.readouterr().err
+    assert f"arithmetic: fast there, {FAST_ARITHMETIC} now" in err and "--fresh" in err
 
 
 def _table(values) -> pd.DataFrame:

@@ -364,3 +364,18 @@ def test_clone_module_is_a_faithful_deepcopy():
         for p in shared.parameters():
             p.add_(1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_correlate_sets_each_dataset_beside_its_own_published_figures(tmp_path):
+    """The published columns follow --dataset: NB201 Synflow is .561 on CIFAR-10 and .553 on
+    CIFAR-100 (VKDNW Table 1); a CIFAR-100 study must not show the CIFAR-10 figure."""
+    from zcproxy.published import published
+    out = tmp_path / "c100"
+    assert correlate.main(["--bench", "nats-tss", "--dataset", "cifar100", "--sample", "3",
+                           "--proxies", "synflow", "--no-baselines", "--bootstrap", "0",
+                           "--workers", "1", "--no-progress", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "correlations.csv", index_col=0)
+    tau, rho, _ = published("nats-tss", "synflow", "cifar100")
+    assert (tau, rho) != published("nats-tss", "synflow", "cifar10")[:2]
+    assert table.loc["synflow", "paper_kendall"] == tau
+    assert table.loc["synflow", "paper_spearman"] == rho

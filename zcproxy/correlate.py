@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     scores = wide_scores(journal, bench, args.dataset, proxies, indices)
     table = write_outputs(out, scores, proxies, args.bench, n_boot=args.bootstrap,
                           seed=args.seed, split=getattr(bench, "accuracy_split", ""),
-                          settings=settings, ensembles=ensembles)
+                          settings=settings, ensembles=ensembles, dataset=args.dataset)
     print(to_markdown(table))
     failed = scores[scores["errors"] != ""]
     if len(failed):
@@ -479,7 +479,8 @@ def add_ensembles(scores: pd.DataFrame, ensembles: Sequence[tuple[str, str, tupl
 def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench: str, *,
                   n_boot: int = 1000, seed: int = 0, split: str = "",
                   settings: dict | None = None,
-                  ensembles: Sequence[tuple[str, str, tuple[str, ...]]] = ()) -> pd.DataFrame:
+                  ensembles: Sequence[tuple[str, str, tuple[str, ...]]] = (),
+                  dataset: str = "cifar10") -> pd.DataFrame:
     """Write scores.csv, correlations.csv/.md and pairwise.csv; return the correlation table.
 
     Proxies come first and structural baselines in a block under them; ``partial_*`` columns
@@ -501,7 +502,7 @@ def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench
     table.insert(0, "kind", ["ensemble" if p in aggregates else
                              "baseline" if get_proxy(p).baseline else "proxy"
                              for p in table.index])
-    ref = {p: published(bench, p) for p in table.index}
+    ref = {p: published(bench, p, dataset) for p in table.index}  # that dataset's figures
     table["paper_kendall"] = [r[0] if r else float("nan") for r in ref.values()]
     table["paper_spearman"] = [r[1] if r else float("nan") for r in ref.values()]
     table = table.sort_values("kind", kind="stable", key=lambda k: k == "baseline")

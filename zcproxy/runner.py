@@ -100,6 +100,15 @@ COMPARED_SETTINGS = ("bench", "dataset", "seed", "batch_size", "proxy_options",
                      "data_fingerprint", "inputs_fingerprint", "arithmetic")
 # A journal written before the fast path existed was scored with exact arithmetic.
 SETTING_DEFAULTS = {"arithmetic": "exact"}
+# The fast path's arithmetic, revised whenever a proxy's fast computation changes, so that a
+# journal never mixes scores of two revisions ("fast": LogSynflow and Synflow still in float64;
+# "fast-2": their gradients from the rescaled float32 pass).
+FAST_ARITHMETIC = "fast-2"
+
+
+def arithmetic_of(exact: bool) -> str:
+    """The arithmetic a journal or record names for scores made with ``exact``."""
+    return "exact" if exact else FAST_ARITHMETIC
 
 
 class SettingsMismatch(JournalError):
@@ -176,7 +185,7 @@ def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
     settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
                 "batch_size": job.batch_size, "proxy_options": dict(job.proxy_options),
                 "official_path": job.official_path, **record,
-                "arithmetic": "exact" if job.exact else "fast", "zcproxy": __version__}
+                "arithmetic": arithmetic_of(job.exact), "zcproxy": __version__}
     return settings, bench
 
 
@@ -219,10 +228,11 @@ def settings_differences(recorded: dict, current: dict) -> list[str]:
             elif key == "inputs_fingerprint":
                 out.append("the real-image batch differs (another CIFAR-10 copy)")
             elif key == "arithmetic":
+                how = ("pass --exact to continue that journal" if old == "exact" else
+                       "pass no --exact to continue that journal" if old == FAST_ARITHMETIC else
+                       "an earlier revision of the fast path: --fresh rescores it")
                 out.append(f"arithmetic: {old} there, {new} now (scores of the two paths "
-                           "differ in the last bits; pass " + ("--exact" if old == "exact"
-                                                                else "no --exact") + " to "
-                           "continue that journal)")
+                           f"differ in the last bits; {how})")
             else:
                 out.append(f"{key}: {old!r} there, {new!r} now")
     return out

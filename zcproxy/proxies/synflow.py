@@ -40,24 +40,26 @@ from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, chain_links, weight_modules
 
 
-def _weights_and_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(θ, ∂R/∂θ) per conv/linear weight of the linearised network, memoised for both proxies.
+def _weights_and_grads(ctx: ProxyContext
+                       ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float | None]:
+    """(θ, ∂R/∂θ) per conv/linear weight of the linearised network and the power of two the
+    gradients were scaled by (None: unscaled float64), memoised for both proxies.
 
     The exact path computes in float64.  The fast path (issue 16) computes in float32
     channels-last, where oneDNN's kernels run the forward and backward ~1.6x as fast as
-    float64's.  R and ∂R/∂θ grow exponentially with depth (R reached 1e70 on NAS-Bench-101
+    float64's.  R and ∂R/∂θ grow exponentially with depth (R reached 1e80 on NAS-Bench-101
     cells, beyond float32's 3.4e38 on 735 of the 1,000 sampled), so where the network declares
     the links of its chain (:func:`zcproxy.surgery.mark_chain_links`: the benchmark adapters
     mark their stem and cells) each link's output is divided by the power of two that brings
-    its peak into [0.5, 1).  The linearised network is positively homogeneous (|weights|, no norms, ReLU on
-    non-negative values, pooling), so everything downstream and every gradient is scaled by
-    the same power of two, which is exact in floating point and undone in float64 afterwards:
-    the float32 pass then rounds like an unscaled one but never leaves float32's range.  Where
-    float32 still overflows (no links declared, or a link's output already beyond it), the
-    pass is repeated in float64.  The products and sums below are taken in float64 on both
-    paths, so they differ only by float32 rounding of the gradients (relative ~1e-8).
+    its peak into [0.5, 1).  The linearised network is positively homogeneous (|weights|, no
+    norms, ReLU on non-negative values, pooling), so everything downstream and every gradient
+    is scaled by the same power of two, which is exact in floating point: the float32 pass
+    rounds like an unscaled one but never leaves float32's range, and the proxies undo the
+    scale in float64.  Where float32 still overflows (no links declared, or a link's output
+    already beyond it), the pass is repeated in float64.  The float32 gradients are checked
+    finite here, once.
     """
-    def gradients(dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def gradients(dtype: torch.dtype):
         net = ctx.prepared(Recipe(suppress_norm=True, absolute=True, dtype=dtype, train=False),
                            shared=False, fast=dtype != torch.float64)
         exponents: list[int] = []
@@ -70,14 +72,13 @@ def _weights_and_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tens
         if sum(exponents) > 1000:
             return None  # 2**sum is beyond float64: the float64 pass says what becomes of it
         total.backward()
-        scale = 2.0 ** sum(exponents)
         pairs = [(m.weight.detach(), m.weight.grad.detach())
                  for m in weight_modules(net) if m.weight.grad is not None]
         if dtype == torch.float64:
-            return pairs
+            return pairs, None
         if not all(bool(torch.isfinite(g).all()) for _, g in pairs):
             return None
-        return [(w, g.double() * scale) for w, g in pairs]
+        return pairs, 2.0 ** sum(exponents)
 
     def compute():
         fast = ctx.pick_dtype(torch.float64, torch.float32)
@@ -98,33 +99,42 @@ def _rescale_to_unit(exponents: list[int], module: nn.Module, args, out):
     return out * 2.0 ** -exponent
 
 
-def _finite_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    pairs = _weights_and_grads(ctx)
-    bad = sum(int((~torch.isfinite(g)).sum()) for _, g in pairs)
+def _finite_grads(ctx: ProxyContext
+                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float | None]:
+    pairs, scale = _weights_and_grads(ctx)
+    bad = 0 if scale is not None else sum(int((~torch.isfinite(g)).sum()) for _, g in pairs)
     if bad:
         raise ProxyUndefined(
             f"∂R/∂θ of the linearised network overflows float64 for {bad} weights (softmax "
             "attention with norms suppressed and an all-ones input scales gradients by the "
             "square of the activations per attention layer; see zcproxy/proxies/synflow.py)")
-    return pairs
+    return pairs, scale
 
 
 @register_proxy("synflow", description="Synflow: Σ|θ·∂R/∂θ| of the linearised network "
                                        "(Tanaka et al. 2020)")
 def synflow(ctx: ProxyContext) -> float:
-    return float(sum((w.double() * g.double()).abs().sum() for w, g in _finite_grads(ctx)))
+    pairs, scale = _finite_grads(ctx)
+    if scale is None:
+        return float(sum((w * g).abs().sum() for w, g in pairs))
+    # float32 products (no overflow: |θ| ≤ 1 here), summed in float64, then unscaled
+    return float(sum(torch.sum((w * g).abs_(), dtype=torch.float64) for w, g in pairs)) * scale
 
 
 @register_proxy("logsynflow", description="LogSynflow: Σ|θ·log(1+∂R/∂θ)| of the linearised "
                                           "network (FreeREA, Cavagnero et al. 2022)")
 def logsynflow(ctx: ProxyContext) -> float:
-    pairs = _finite_grads(ctx)
-    below = sum(int((g <= -1).sum()) for _, g in pairs)
-    if below:
+    pairs, scale = _finite_grads(ctx)
+    limit = -1.0 if scale is None else -1.0 / scale  # g * scale <= -1, exactly (a power of 2)
+    if any(g.numel() and float(g.min()) <= limit for _, g in pairs):
+        below = sum(int((g <= limit).sum()) for _, g in pairs)
         total = sum(g.numel() for _, g in pairs)
         raise ProxyUndefined(
             f"log(1 + ∂R/∂θ) is undefined for {below} of {total} weights with ∂R/∂θ ≤ -1: "
             "the network is not monotone in its weights (softmax attention or another "
             "non-homogeneous op makes gradients negative; see zcproxy/proxies/synflow.py)")
-    return float(sum((w.double() * torch.log1p(g.double())).abs().sum()
-                     for w, g in _weights_and_grads(ctx)))
+    if scale is None:
+        return float(sum((w * torch.log1p(g)).abs().sum() for w, g in pairs))
+    # unscaled in float64, in place: one float64 copy per tensor instead of one per operation
+    return float(sum(g.to(torch.float64).mul_(scale).log1p_().mul_(w).abs_().sum()
+                     for w, g in pairs))

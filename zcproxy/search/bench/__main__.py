@@ -16,6 +16,7 @@ from ...cli import UsageError, add_debug_flag, run_command
 from ...ensemble import ALIASES, RULES
 from ...nasbench import BENCHMARKS, get_benchmark
 from ...registry import available_proxies, get_proxy
+from ...runner import arithmetic_of
 from .engine import STRATEGIES, BenchSearchConfig, Guide, accuracies, search_benchmark
 from .sources import CachedScores, HybridScores, LiveScores, ScoreTable, StopScoring
 from .study import Method, StudySpec, method_label, run_study
@@ -300,7 +301,7 @@ def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: b
     the arithmetic included (a record without it predates the fast path: exact)."""
     record = out / "scoring.json"
     mine = {"bench": bench, "score_seed": seed, "batch_size": batch,
-            "arithmetic": "exact" if exact else "fast"}
+            "arithmetic": arithmetic_of(exact)}
     if record.exists():
         old = {"arithmetic": "exact", **json.loads(record.read_text())}
         if old != mine:
