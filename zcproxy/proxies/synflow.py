@@ -69,7 +69,8 @@ def _weights_and_grads(ctx: ProxyContext
         total = ctx.forward(net, ctx.ones_input(dtype)).sum()
         if dtype != torch.float64 and not torch.isfinite(total):
             return None  # float32 overflowed in the forward already: no backward to waste
-        if sum(exponents) > 1000:
+        exponent = sum(exponents)
+        if exponent > 1000:
             return None  # 2**sum is beyond float64: the float64 pass says what becomes of it
         total.backward()
         pairs = [(m.weight.detach(), m.weight.grad.detach())
@@ -78,7 +79,7 @@ def _weights_and_grads(ctx: ProxyContext
             return pairs, None
         if not all(bool(torch.isfinite(g).all()) for _, g in pairs):
             return None
-        return pairs, 2.0 ** sum(exponents)
+        return pairs, 2.0 ** exponent
 
     def compute():
         fast = ctx.pick_dtype(torch.float64, torch.float32)

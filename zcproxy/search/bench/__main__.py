@@ -16,7 +16,7 @@ from ...cli import UsageError, add_debug_flag, run_command
 from ...ensemble import ALIASES, RULES
 from ...nasbench import BENCHMARKS, get_benchmark
 from ...registry import available_proxies, get_proxy
-from ...runner import arithmetic_of
+from ...runner import SETTING_DEFAULTS, arithmetic_of
 from .engine import STRATEGIES, BenchSearchConfig, Guide, accuracies, search_benchmark
 from .sources import CachedScores, HybridScores, LiveScores, ScoreTable, StopScoring
 from .study import Method, StudySpec, method_label, run_study
@@ -303,7 +303,7 @@ def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: b
     mine = {"bench": bench, "score_seed": seed, "batch_size": batch,
             "arithmetic": arithmetic_of(exact)}
     if record.exists():
-        old = {"arithmetic": "exact", **json.loads(record.read_text())}
+        old = {**SETTING_DEFAULTS, **json.loads(record.read_text())}
         if old != mine:
             raise UsageError(f"{out} holds live scores made with {old}, not {mine}; use "
                              "another --out")
