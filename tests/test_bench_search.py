@@ -327,3 +327,33 @@ def test_cli_live_run_resumes(tmp_path, capsys):
     # its journal holds fast-path scores: continuing it with exact arithmetic is refused
     assert bench_main(args + ["--exact"]) == 2
     assert "arithmetic" in capsys.readouterr().err
+
+
+def test_search_is_guided_by_the_scores_of_one_set_of_networks(tmp_path, tss, capsys):
+    """The CIFAR-100 networks' table guides a search of them; mixing it with the CIFAR-10
+    networks' table, or asking for other networks than the table's, is refused."""
+    arches = tss.table()["arch"].to_numpy()
+    c100 = ScoreTable.from_paths(RESULTS / "nats-tss-all-cifar100", len(tss), bench="nats-tss",
+                                 arches=arches)
+    assert c100.dataset == "cifar100"
+    with pytest.raises(ValueError, match="never a mixture"):
+        ScoreTable.from_paths([RESULTS / "nats-tss-all-cifar100", RESULTS / "nats-tss"],
+                              len(tss), bench="nats-tss", arches=arches)
+    common = ["--bench", "nats-tss", "--guide", "logsynflow", "--evaluations", "40",
+              "--population", "8", "--tournament", "3"]
+    assert bench_main(common + ["--scores", str(RESULTS / "nats-tss-all-cifar100"),
+                                "--dataset", "cifar10"]) == 2
+    assert "cifar100 networks" in capsys.readouterr().err
+    out = tmp_path / "c100"
+    assert bench_main(common + ["--scores", str(RESULTS / "nats-tss-all-cifar100"),
+                                "--out", str(out)]) == 0
+    report = json.loads((out / "run.json").read_text())
+    assert report["sources"]["networks"] == "cifar100"
+    # live scoring of the CIFAR-100 networks gives the table's scores (the same trajectory)
+    live_out = tmp_path / "c100-live"
+    assert bench_main(common + ["--dataset", "cifar100", "--out", str(live_out)]) == 0
+    live = json.loads((live_out / "run.json").read_text())
+    assert json.loads((live_out / "scoring.json").read_text())["dataset"] == "cifar100"
+    assert live["index"] == report["index"] and live["distinct"] == report["distinct"]
+    assert bench_main(common + ["--out", str(live_out)]) == 2  # CIFAR-10 networks: refused
+    assert "dataset" in capsys.readouterr().err

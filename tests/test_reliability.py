@@ -371,6 +371,12 @@ def test_default_out_is_a_scratch_folder_and_reuse_is_announced(proxy_state, tmp
     assert ("reusing 3 scored architectures from runs/nats-tss-sample3-seed5/journal.csv; "
             "--fresh rescores") in capsys.readouterr().err
     assert proxy_state["calls"] == 3
+    # a proxy the journal lacks: its architectures are scored for that proxy only, and said so
+    wider = command[:7] + ["zc_rel_flaky,n_params"] + command[8:]
+    assert correlate.main(wider) == 0
+    assert ("reusing runs/nats-tss-sample3-seed5/journal.csv: 3 journaled architectures are "
+            "scored now only for what they lack; --fresh rescores") in capsys.readouterr().err
+    assert proxy_state["calls"] == 3
     assert correlate.main(command + ["--fresh"]) == 0
     assert proxy_state["calls"] == 6
 

@@ -98,8 +98,9 @@ def check_device(device: str | torch.device) -> torch.device:
 # proxies asked for may change between runs of one study; these may not.
 COMPARED_SETTINGS = ("bench", "dataset", "seed", "batch_size", "proxy_options",
                      "data_fingerprint", "inputs_fingerprint", "arithmetic")
-# A journal written before the fast path existed was scored with exact arithmetic.
-SETTING_DEFAULTS = {"arithmetic": "exact"}
+# A record written before a setting existed: exact arithmetic (before the fast path), the
+# CIFAR-10 networks (live-search records before they named their dataset).
+SETTING_DEFAULTS = {"arithmetic": "exact", "dataset": "cifar10"}
 # The fast path's arithmetic, revised whenever a proxy's fast computation changes, so that a
 # journal never mixes scores of two revisions ("fast": LogSynflow and Synflow still in float64;
 # "fast-2": their gradients from the rescaled float32 pass).
@@ -608,10 +609,16 @@ def _note_reuse(notify: Callable[[str], None], frame: pd.DataFrame, indices: lis
                 tasks: list[Task], path: os.PathLike, retry_failed: bool,
                 versions: dict[str, str]) -> None:
     touched = {i for i, _, _ in tasks}
-    reused = len(({int(i) for i in frame["index"]} & set(indices)) - touched)
+    journaled = {int(i) for i in frame["index"]} & set(indices)
+    reused, partly = len(journaled - touched), len(journaled & touched)
+    lacking = (f"{partly:,} journaled architectures are scored now only for what they lack"
+               if partly else "")
     if reused:
         notify(f"reusing {reused:,} scored architectures from {path}"
-               + (f" ({len(touched):,} still to score)" if touched else ""))
+               + (f" ({len(touched):,} still to score)" if touched else "")
+               + (f"; {lacking}" if lacking else ""))
+    elif lacking:  # said even when every journaled architecture lacks some proxy
+        notify(f"reusing {path}: {lacking}")
     kinds = frame["error"].map(error_kind)
     retried = frame[kinds.isin(("environment", "failed") if retry_failed else ("environment",))
                     & frame["index"].isin(touched)]

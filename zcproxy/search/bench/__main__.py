@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None,
                    help="live scoring: real-image batch of data proxies (default: the tables', "
                         "else 64)")
+    g.add_argument("--dataset", default=None,
+                   help="the dataset whose networks are scored (NATS: cifar10, cifar100, "
+                        "ImageNet16-120 set the head and input size; default: the tables', "
+                        "else cifar10); accuracy is reported on every dataset regardless")
     g.add_argument("--device", default="cpu", help="live scoring device (default cpu)")
     g.add_argument("--threads", type=int, default=0, help="torch threads for live scoring")
     g.add_argument("--exact", action="store_true",
@@ -153,7 +157,8 @@ def _fingerprint(files: list[str]) -> str:
 def standard_methods(available: list[str], live_missing: bool) -> list[Method]:
     """The study's default guides: every proxy of the tables, the structural baselines, three
     ensembles of NASWOT, LogSynflow and ES (mean rank, FreeREA's max-abs rule, AZ-NAS's log
-    rank), FreeREA's NASWOT + LogSynflow, and the random references."""
+    rank), FreeREA's NASWOT + LogSynflow, the paper's LogSynflow + ES by the same three rules,
+    and the random references."""
     known = set(available_proxies())
     have = [p for p in available if p in known]
     proxies = [p for p in have if not get_proxy(p).baseline]
@@ -171,6 +176,9 @@ def standard_methods(available: list[str], live_missing: bool) -> list[Method]:
                     for rule in ("mean_rank", "max_abs", "log_rank")]
     if len(trio) == 3:  # FreeREA's own metrics (without its skip-connection count), its rule
         methods.append(Method("rea", Guide(("naswot", "logsynflow"), "max_abs")))
+        # The paper's own pair, ES for topology and LogSynflow for size, in one score.
+        methods += [Method("rea", Guide(("logsynflow", es), rule))
+                    for rule in ("mean_rank", "max_abs", "log_rank")]
     methods.append(Method("random", Guide()))
     for p in ("naswot", "n_params"):
         if p in have or (p == "n_params" and live_missing):
@@ -230,6 +238,12 @@ def _run(args: argparse.Namespace) -> int:
     seed = args.score_seed if args.score_seed is not None else int((settings or {}).get("seed", 0))
     batch = args.batch_size if args.batch_size is not None else int(
         (settings or {}).get("batch_size", 64))
+    networks = table.dataset if table is not None else None
+    if args.dataset is not None and networks not in (None, args.dataset):
+        raise UsageError(f"--dataset {args.dataset}, but the score tables hold the scores of the "
+                         f"{networks} networks; drop --dataset or give tables of the "
+                         f"{args.dataset} networks")
+    networks = args.dataset or networks or "cifar10"
     journal = out / "live-scores.csv" if out is not None else None
     live_proxies = proxies
     allowed = None
@@ -252,15 +266,15 @@ def _run(args: argparse.Namespace) -> int:
     live = None
     if live_proxies:
         if out is not None:
-            _check_scoring_record(out, args.bench, seed, batch, args.exact)
-        live = LiveScores(args.bench, live_proxies, seed=seed, batch_size=batch,
+            _check_scoring_record(out, args.bench, seed, batch, args.exact, networks)
+        live = LiveScores(args.bench, live_proxies, dataset=networks, seed=seed, batch_size=batch,
                           device=args.device, data_dir=args.data_dir, threads=args.threads,
                           journal=journal, stop_after=args.stop_after, exact=args.exact)
     source = HybridScores(CachedScores(table), live) if table is not None else live
     sources = {"tables": table.sources if table is not None else [],
                "fingerprint": _fingerprint(table.sources) if table is not None else None,
                "live": live_proxies, "score_seed": seed, "batch_size": batch,
-               "restricted": allowed is not None,
+               "restricted": allowed is not None, "networks": networks,
                "space": int(len(allowed) if allowed is not None else len(bench))}
     try:
         if study:
@@ -269,7 +283,8 @@ def _run(args: argparse.Namespace) -> int:
             spec = StudySpec(args.bench, methods, repeats=args.repeats,
                              evaluations=args.evaluations, budgets=tuple(budgets),
                              population=args.population, tournament=args.tournament,
-                             mutations=args.mutations, first_seed=args.seed)
+                             mutations=args.mutations, first_seed=args.seed,
+                             networks=networks)
             run_study(spec, bench, source, out, allowed=allowed, sources=sources,
                       progress=not args.quiet)
             print((out / "summary.md").read_text())
@@ -296,12 +311,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: bool) -> None:
+def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: bool,
+                          dataset: str = "cifar10") -> None:
     """Live scores journaled in ``out`` are reused only under the settings they were made with,
-    the arithmetic included (a record without it predates the fast path: exact)."""
+    the arithmetic and the networks' dataset included (a record without them predates those
+    settings: exact, CIFAR-10 networks)."""
     record = out / "scoring.json"
     mine = {"bench": bench, "score_seed": seed, "batch_size": batch,
-            "arithmetic": arithmetic_of(exact)}
+            "arithmetic": arithmetic_of(exact), "dataset": dataset}
     if record.exists():
         old = {**SETTING_DEFAULTS, **json.loads(record.read_text())}
         if old != mine:

@@ -132,10 +132,20 @@ class ScoreTable:
         settings = _settings_of(file)
         if self.bench and settings.get("bench") not in (None, self.bench):
             raise ValueError(f"{file} holds {settings['bench']} scores, not {self.bench}")
+        dataset = settings.get("dataset")
+        if dataset is not None and self.dataset not in (None, dataset):
+            raise ValueError(f"{file} holds scores of the {dataset} networks, the tables before "
+                             f"it of the {self.dataset} networks: a search is guided by the "
+                             "scores of one set of networks, never a mixture")
         frame = (read_journal_frame(file) if file.name != "scores.csv"
                  else _journal_from_wide(pd.read_csv(file), file))
         self.add_frame(frame, str(file))
         self.settings.append({"source": str(file), **settings})
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset whose networks the tables scored (their run.json's), if recorded."""
+        return next((s["dataset"] for s in self.settings if s.get("dataset")), None)
 
     def add_frame(self, frame: pd.DataFrame, source: str = "<frame>") -> None:
         """Merge a journal-layout frame; scores already held are kept (first source wins)."""

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -78,7 +78,10 @@ class StudySpec:
     tournament: int = 5
     mutations: int = 1
     first_seed: int = 0
-    notes: dict = field(default_factory=dict)
+    # The dataset whose networks the guiding scores were computed on (NATS: the head and input
+    # size differ per dataset), so a study of the CIFAR-100 networks never resumes one of the
+    # CIFAR-10 networks.
+    networks: str = "cifar10"
 
     def __post_init__(self) -> None:
         self.budgets = tuple(sorted({int(b) for b in self.budgets} | {int(self.evaluations)}))
@@ -98,7 +101,11 @@ class StudySpec:
                 "repeats": self.repeats, "evaluations": self.evaluations,
                 "budgets": list(self.budgets), "population": self.population,
                 "tournament": self.tournament, "mutations": self.mutations,
-                "first_seed": self.first_seed}
+                "first_seed": self.first_seed, "networks": self.networks}
+
+
+# Settings a study.json written before the setting existed implicitly had.
+RECORD_DEFAULTS = {"networks": "cifar10"}
 
 
 def _say(text: str) -> None:
@@ -157,7 +164,8 @@ def run_study(spec: StudySpec, bench, scores: Callable, out_dir: str | os.PathLi
     if record_path.exists():
         old = json.loads(record_path.read_text())
         clash = {k: (old.get(k), v) for k, v in settings.items()
-                 if k not in ("sources", "cost", "methods") and old.get(k) != v}
+                 if k not in ("sources", "cost", "methods")
+                 and old.get(k, RECORD_DEFAULTS.get(k)) != v}
         if clash:
             differences = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in clash.items())
             raise ValueError(f"{out} holds a study with other settings ({differences}); use "
@@ -332,8 +340,10 @@ DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
 
 
 def markdown_summary(summary: pd.DataFrame, refs: pd.DataFrame, datasets: Sequence[str],
-                     bench_note: str = "") -> str:
-    """One table per budget: method, accuracy mean ± std per dataset, cost columns."""
+                     bench_note: str = "", sort_by: str | None = None) -> str:
+    """One table per budget: method, accuracy mean ± std per dataset, cost columns; rows best
+    first by ``sort_by`` (default: the first dataset)."""
+    sort_by = sort_by if sort_by in datasets else datasets[0]
     lines = []
     for budget, rows in summary.groupby("budget", sort=True):
         lines.append(f"### {int(budget):,} evaluations\n")
@@ -342,7 +352,7 @@ def markdown_summary(summary: pd.DataFrame, refs: pd.DataFrame, datasets: Sequen
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
         order = rows.assign(_kind=rows["method"].map(_method_order)).sort_values(
-            ["_kind", f"{datasets[0]}_mean"], ascending=[True, False], kind="stable")
+            ["_kind", f"{sort_by}_mean"], ascending=[True, False], kind="stable")
         for _, r in order.iterrows():
             cells = [r["method"], f"{int(r['runs'])}"]
             cells += [f"{r[f'{d}_mean']:.2f} ± {r[f'{d}_std']:.2f}" for d in datasets]
@@ -381,8 +391,11 @@ def write_reports(out: Path, table: pd.DataFrame, bench, spec: StudySpec,
     accuracy_note = getattr(bench, "accuracy_split", "")
     head = (f"# {spec.bench}: training-free search, {spec.repeats} seeds\n\n"
             f"Accuracy: {accuracy_note or 'test'} split (mean ± std over seeds) of the "
-            "architecture each search returns.\n\n")
-    write_text(out / "summary.md", head + markdown_summary(summary, refs, datasets, note) + "\n")
+            "architecture each search returns. Guided by the scores of the "
+            f"{spec.networks} networks; rows best first on "
+            f"{spec.networks if spec.networks in datasets else datasets[0]}.\n\n")
+    write_text(out / "summary.md", head + markdown_summary(summary, refs, datasets, note,
+                                                           sort_by=spec.networks) + "\n")
     try:
         plot_study(out, bench, spec)
     except Exception as err:  # noqa: BLE001 -- the tables are written; a plot must not hide them
