@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--dataset {args.dataset}, but the score tables hold the scores of the "
                          f"{networks} networks; drop --dataset or give tables of the "
                          f"{args.dataset} networks")
-    networks = args.dataset or networks or "cifar10"
+    networks = args.dataset or networks or SETTING_DEFAULTS["dataset"]
     journal = out / "live-scores.csv" if out is not None else None
     live_proxies = proxies
     allowed = None
@@ -312,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_scoring_record(out: Path, bench: str, seed: int, batch: int, exact: bool,
-                          dataset: str = "cifar10") -> None:
+                          dataset: str) -> None:
     """Live scores journaled in ``out`` are reused only under the settings they were made with,
     the arithmetic and the networks' dataset included (a record without them predates those
     settings: exact, CIFAR-10 networks)."""

@@ -104,8 +104,8 @@ class StudySpec:
                 "first_seed": self.first_seed, "networks": self.networks}
 
 
-# Settings a study.json written before the setting existed implicitly had.
-RECORD_DEFAULTS = {"networks": "cifar10"}
+# Settings a study.json written before the setting existed implicitly had (StudySpec's default).
+RECORD_DEFAULTS = {"networks": StudySpec.networks}
 
 
 def _say(text: str) -> None:
@@ -343,7 +343,7 @@ def markdown_summary(summary: pd.DataFrame, refs: pd.DataFrame, datasets: Sequen
                      bench_note: str = "", sort_by: str | None = None) -> str:
     """One table per budget: method, accuracy mean ± std per dataset, cost columns; rows best
     first by ``sort_by`` (default: the first dataset)."""
-    sort_by = sort_by if sort_by in datasets else datasets[0]
+    sort_by = sort_by or datasets[0]
     lines = []
     for budget, rows in summary.groupby("budget", sort=True):
         lines.append(f"### {int(budget):,} evaluations\n")
@@ -389,13 +389,13 @@ def write_reports(out: Path, table: pd.DataFrame, bench, spec: StudySpec,
             f"{len(bench):,} architectures; every search moved inside that sample only."
             if restricted else "")
     accuracy_note = getattr(bench, "accuracy_split", "")
+    sort_by = spec.networks if spec.networks in datasets else datasets[0]
     head = (f"# {spec.bench}: training-free search, {spec.repeats} seeds\n\n"
             f"Accuracy: {accuracy_note or 'test'} split (mean ± std over seeds) of the "
             "architecture each search returns. Guided by the scores of the "
-            f"{spec.networks} networks; rows best first on "
-            f"{spec.networks if spec.networks in datasets else datasets[0]}.\n\n")
+            f"{spec.networks} networks; rows best first on {sort_by}.\n\n")
     write_text(out / "summary.md", head + markdown_summary(summary, refs, datasets, note,
-                                                           sort_by=spec.networks) + "\n")
+                                                           sort_by=sort_by) + "\n")
     try:
         plot_study(out, bench, spec)
     except Exception as err:  # noqa: BLE001 -- the tables are written; a plot must not hide them
