@@ -354,6 +354,24 @@ def test_end_to_end_with_the_real_proxies(tmp_path):
     first = ProxyScorer(64)(arch, ["logsynflow", "entropic"])
     torch.rand(100)
     assert ProxyScorer(64)(arch, ["logsynflow", "entropic"]) == first
+    # the ES role is filled by the reading es_proxy names: |weights| here differs from the
+    # signed default and equals the registered entropic_abs of the same network and seed
+    absolute = ProxyScorer(64, es_proxy="entropic_abs")(arch, ["entropic", "logsynflow"])
+    assert absolute["logsynflow"] == first["logsynflow"]
+    assert absolute["entropic"] != pytest.approx(first["entropic"], rel=1e-3)
+    seed = ProxyScorer(64).candidate_seed(arch)
+    torch.manual_seed(seed)
+    model = build_model(arch, img_size=64, layer_scale_init=None)
+    assert zcproxy.score(model, "entropic_abs", input_shape=(3, 64, 64), seed=seed) == \
+        pytest.approx(absolute["entropic"], rel=1e-9)
+
+
+def test_the_es_reading_is_part_of_the_searchs_settings(decoupled_run):
+    with pytest.raises(ValueError, match="not a reading of the Entropic Score"):
+        SearchConfig(target="s0", es_proxy="logsynflow", **SMALL)
+    with pytest.raises(ResumeMismatch, match="es_proxy: log 'entropic' vs now 'entropic_abs'"):
+        run_search(SearchConfig(target="s0", seed=3, es_proxy="entropic_abs", **SMALL),
+                   decoupled_run, score_fn=FakeScorer(), resume=True, progress=False)
 
 
 def test_cli_help_and_bad_flags(capsys):
@@ -362,7 +380,7 @@ def test_cli_help_and_bad_flags(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--target", "--mode", "--resume", "--phase-candidates", "--resolution",
-                 "--score-layer-scale", "--extended", "--max-macs", "examples:"):
+                 "--score-layer-scale", "--extended", "--max-macs", "--es-proxy", "examples:"):
         assert flag in text
     with pytest.raises(SystemExit) as exc:
         cli_main(["--out", "x", "--phase-candidates", "4"])  # no total budget

@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--score-seed", type=int, default=d.score_seed,
                    help="seed of the proxies' noise inputs and re-initialisations, the same for "
                         "every candidate (default: %(default)s)")
+    g.add_argument("--es-proxy", default=d.es_proxy, metavar="NAME",
+                   help="the reading of the Entropic Score that guides topology: entropic "
+                        "(signed weights, the default), entropic_abs (|weights|, the reading of "
+                        "the searches committed before issue 17) or another entropic_* variant "
+                        "(python -m zcproxy.correlate --list-proxies lists them) "
+                        "(default: %(default)s)")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where candidates are built and scored (default: %(default)s)")
     g.add_argument("--threads", type=int, metavar="N",
@@ -147,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         target=args.target, extended=args.extended, mode=args.mode, max_params=args.max_params,
         max_macs=args.max_macs, seed=args.seed, resolution=args.resolution,
         score_layer_scale=args.score_layer_scale, score_seed=args.score_seed,
-        starts=args.starts, start_population=args.start_population,
+        es_proxy=args.es_proxy, starts=args.starts, start_population=args.start_population,
         start_tournament=args.start_tournament, population=args.population,
         tournament=args.tournament, mutations=args.mutations, seeds=args.seeds,
         multistart_minutes=args.multistart_minutes, phase_minutes=args.phase_minutes,

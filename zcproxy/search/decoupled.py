@@ -51,7 +51,7 @@ from ..esformer.space import (
 from .cost import CostModel
 from .log import Replay, ResumeMismatch, SearchLog
 from .rea import Member, Proposal, RegularizedEvolution, top_distinct
-from .scoring import ENTROPIC, LOGSYNFLOW, CachedScorer, ProxyScorer, ScoreFn
+from .scoring import ENTROPIC, LOGSYNFLOW, CachedScorer, ProxyScorer, ScoreFn, check_es_proxy
 
 MODES: tuple[str, ...] = ("decoupled", "combined", "logsynflow")
 COMBINED = "combined"
@@ -91,6 +91,7 @@ class SearchConfig:
     budget_resolution: int = 224
     score_layer_scale: float | None = None
     score_seed: int = 0
+    es_proxy: str = ENTROPIC
     num_classes: int = 1000
     starts: int = 5
     start_population: int = 25
@@ -108,6 +109,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         get_skeleton(self.target)
+        check_es_proxy(self.es_proxy)
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; choose one of {MODES}")
         for name in ("starts", "start_population", "start_tournament", "population",
@@ -278,7 +280,7 @@ class Search:
         self.rng = random.Random(config.seed)
         self.scorer = CachedScorer(score_fn or ProxyScorer(
             config.resolution, device, config.score_layer_scale, config.score_seed,
-            config.num_classes))
+            config.num_classes, config.es_proxy))
         self.progress, self.stop_after = progress, stop_after
         self._check_budget_reachable()
         log_path = self.out_dir / "log.jsonl"

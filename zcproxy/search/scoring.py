@@ -21,6 +21,11 @@ Decisions:
   alone, whatever was scored before it.  Not one seed shared by every candidate: with common
   random numbers, networks of different widths share a prefix of the same weights, an
   artefact that on NATS-sss moved the Entropic Score's τ from ≈0 to -0.41.
+* Which Entropic Score: the search asks for the *role* ``"entropic"`` (the topology guide)
+  and ``es_proxy`` names the registered reading that fills it: ``entropic`` (signed weights,
+  the default since issue 17) or e.g. ``entropic_abs`` (|weights|, the reading of every
+  search committed before that).  Logs keep the role's name, so every tool that reads a log
+  works for either reading; the reading itself is in the log's configuration.
 """
 from __future__ import annotations
 
@@ -40,6 +45,15 @@ LOGSYNFLOW = "logsynflow"
 PROXIES = (ENTROPIC, LOGSYNFLOW)
 
 
+def check_es_proxy(name: str) -> str:
+    """``name`` if it is a registered reading of the Entropic Score, else a ValueError."""
+    from ..proxies.entropic import VARIANTS
+    if name not in VARIANTS:
+        raise ValueError(f"es_proxy={name!r} is not a reading of the Entropic Score; choose one "
+                         f"of {sorted(VARIANTS)}")
+    return name
+
+
 class ScoreFn(Protocol):
     """Anything that scores an architecture with some proxies: the real :class:`ProxyScorer`,
     or a cheap stand-in in tests.  Must be deterministic for resumed runs to match."""
@@ -51,13 +65,15 @@ class ProxyScorer:
     """Builds the candidate's network at ``resolution`` and scores it with ``score_many``."""
 
     def __init__(self, resolution: int = 224, device: torch.device | str = "cpu",
-                 layer_scale_init: float | None = None, seed: int = 0, num_classes: int = 1000):
+                 layer_scale_init: float | None = None, seed: int = 0, num_classes: int = 1000,
+                 es_proxy: str = ENTROPIC):
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0 \
                 or resolution % 32:
             raise ValueError(f"resolution={resolution!r} must be a positive multiple of 32 "
                              "(e.g. 64, 96, 128, 224)")
         self.resolution, self.device = resolution, torch.device(device)
         self.layer_scale_init, self.seed, self.num_classes = layer_scale_init, seed, num_classes
+        self.es_proxy = check_es_proxy(es_proxy)
 
     def __call__(self, arch: Architecture, proxies: Sequence[str]) -> dict[str, float]:
         unknown = set(proxies) - set(PROXIES)
@@ -74,8 +90,10 @@ class ProxyScorer:
             model = build_model(arch, num_classes=self.num_classes, img_size=self.resolution,
                                 device=self.device, layer_scale_init=self.layer_scale_init)
         r = self.resolution
-        return score_many(model, list(proxies), input_shape=(3, r, r), device=self.device,
-                          seed=seed, nonfinite="nan")
+        registered = {p: self.es_proxy if p == ENTROPIC else p for p in proxies}
+        scores = score_many(model, list(registered.values()), input_shape=(3, r, r),
+                            device=self.device, seed=seed, nonfinite="nan")
+        return {role: scores[name] for role, name in registered.items()}
 
     def candidate_seed(self, arch: Architecture) -> int:
         """A seed that is a function of (architecture, run seed) only."""
