@@ -9,7 +9,8 @@
 
 Modules: ``rea`` (generic regularized evolution), ``decoupled`` (the schedule of phases and the
 three modes), ``cost`` (exact, memoised parameter/MAC counts for the budget), ``scoring``
-(proxies on candidates, cached), ``log`` (the resumable log), ``trajectory`` (the plot).
+(proxies on candidates, cached), ``log`` (the resumable log), ``trajectory`` (the plot),
+``ablation`` (the paper's Table 5: every mode and seed, run and reported).
 The NAS benchmarks (NATS-tss, NATS-sss, NB101) are searched by ``zcproxy.search.bench`` on the
 same ``rea`` engine: ``python -m zcproxy.search --bench nats-tss --guide logsynflow``.
 """
