@@ -46,6 +46,21 @@ _VKDNW: dict[str, tuple[tuple[float, float], ...]] = {
 }
 _DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 
+# The NAS-Bench-Suite-Zero proxies' own authors (Abdelfattah et al., "Zero-Cost Proxies for
+# Lightweight NAS", ICLR 2021): SamsungLabs/zero-cost-nas, notebooks/nasbench201_correlations.ipynb
+# ("Table 1: Spearman ρ of zero-cost proxies on NAS-Bench-201"), all 15,625 cells, one random
+# batch of 64 training images, |ρ| against NAS-Bench-201 v1.0 test accuracy (CIFAR-10: the
+# network trained on the train split); ρ only.
+_ABDELFATTAH_SOURCE = "Abdelfattah et al. (ICLR 2021) notebook, absolute ρ"
+_ABDELFATTAH: dict[str, tuple[float, float, float]] = {
+    "grad_norm": (.594, .637, .578),
+    "snip": (.596, .637, .578),
+    "grasp": (.514, .547, .549),
+    "fisher": (.360, .385, .327),
+    "synflow": (.737, .763, .751),
+    "jacob_cov": (.731, .704, .701),
+}
+
 _OTHERS: dict[tuple[str, str, str], Figure] = {
     ("nats-tss", "gradsign", "cifar10"): (NAN, 0.765, "GradSign (ICLR 2022)"),
     ("nats-tss", "gradsign", "cifar100"): (NAN, 0.793, "GradSign (ICLR 2022)"),
@@ -62,6 +77,10 @@ def _all_figures() -> dict[tuple[str, str, str], list[Figure]]:
     for proxy, rows in _VKDNW.items():
         for dataset, (tau, rho) in zip(_DATASETS, rows):
             table.setdefault(("nats-tss", proxy, dataset), []).append((tau, rho, _VKDNW_SOURCE))
+    for proxy, rhos in _ABDELFATTAH.items():
+        for dataset, rho in zip(_DATASETS, rhos):
+            table.setdefault(("nats-tss", proxy, dataset), []).append(
+                (NAN, rho, _ABDELFATTAH_SOURCE))
     for key, figure in _OTHERS.items():
         table.setdefault(key, []).append(figure)
     return table
