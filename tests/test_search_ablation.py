@@ -88,6 +88,15 @@ def test_report_rescores_the_final_networks_as_the_search_scored_them(tmp_path, 
     assert types[types["reading"] == "entropic"]["count"].sum() == \
         len(explain(model, "entropic", input_shape=(3, 64, 64)))
     assert "| decoupled | `entropic` | 0 |" in (tmp_path / "table5.md").read_text()
+    # the controlled swaps: every FFN position of EfficientFormerV2-S0 in each of the three
+    # types; the IBN rows are all the unchanged reference network, hence one score
+    swaps = pd.read_csv(tmp_path / "block_swaps.csv")
+    positions = sum(not arch.space.is_attention(s, b) for s, b, _ in arch.blocks())
+    assert len(swaps) == 3 * positions
+    assert sorted(swaps["ffn_type"].unique()) == ["bottleneck", "convnext", "ibn"]
+    ibn = swaps[swaps["ffn_type"] == "ibn"]
+    assert ibn["entropic"].nunique() == 1 and ibn["params"].nunique() == 1
+    assert "One block changed" in text
 
     # nothing finished: a clear error, exit status 2
     assert main(["report", str(tmp_path / "empty")]) == 2

@@ -26,7 +26,8 @@ runs), so the effect of the reading is visible on its own.
 The report gives, per run and per (mode, reading): Residual Bottlenecks / blocks, parameters,
 MACs, and both ES readings and LogSynflow of the final network (rescored here, so that
 runs guided by different readings are compared on the same scale), and, from
-:func:`zcproxy.explain`, how much of each final network's ES comes from each block type.
+:func:`zcproxy.explain`, how much of each final network's ES comes from each block type, and
+what changing one block's FFN type, everything else fixed, does to ES and to the size.
 """
 from __future__ import annotations
 
@@ -204,6 +205,55 @@ def summarize_run(folder: Path, readings: Sequence[str] = READINGS) -> tuple[dic
     return row, pd.concat(parts, ignore_index=True)
 
 
+def block_type_swaps(target: str = "s1", readings: Sequence[str] = READINGS,
+                     resolution: int = 224, progress: bool = True) -> pd.DataFrame:
+    """ES's preference between FFN types with everything else held fixed: in
+    EfficientFormerV2's own architecture (every block an IBN, in the extended space), each
+    FFN block in turn becomes each FFN type; one row per (block, type) with the parameter
+    count and every reading's ES, scored as the search scores a candidate (its own seed, no
+    layer scale)."""
+    from ..api import score_many
+    from ..esformer.model import build_model
+    from ..esformer.space import efficientformer_v2
+    from .cost import CostModel
+    from .scoring import ProxyScorer
+    base = efficientformer_v2(target, extended=True)
+    space, cost, seeder = base.space, CostModel(224), ProxyScorer(resolution)
+    positions = [(s, b) for s, b, _ in base.blocks() if not space.is_attention(s, b)]
+    rows = []
+    for i, (s, b) in enumerate(positions, 1):
+        if progress:
+            print(f"[{i}/{len(positions)}] block {s + 1}.{b + 1}: every FFN type", flush=True)
+        for ffn in space.choices(s, b, "ffn_type"):
+            arch = base.replace_block(s, b, ffn_type=ffn)
+            seed = seeder.candidate_seed(arch)
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = build_model(arch, img_size=resolution, layer_scale_init=None)
+            scores = score_many(model, list(readings), input_shape=(3, resolution, resolution),
+                                seed=seed, nonfinite="nan")
+            rows.append({"stage": s + 1, "block": b + 1, "ffn_type": ffn,
+                         "params": cost.params(arch), **scores})
+    return pd.DataFrame(rows)
+
+
+def swap_summary(swaps: pd.DataFrame, readings: Sequence[str] = READINGS) -> pd.DataFrame:
+    """Per FFN type: the mean change, against an IBN at the same position, of parameters and
+    of each reading's ES, and how often ES rises."""
+    ibn = swaps[swaps["ffn_type"] == "ibn"].set_index(["stage", "block"])
+    rows = []
+    for ffn, g in swaps[swaps["ffn_type"] != "ibn"].groupby("ffn_type"):
+        g = g.set_index(["stage", "block"])
+        row = {"ffn_type": ffn, "blocks": len(g),
+               "d_params_m": float((g["params"] - ibn.loc[g.index, "params"]).mean() / 1e6)}
+        for reading in readings:
+            delta = g[reading] - ibn.loc[g.index, reading]
+            row[f"d_{reading}"] = float(delta.mean())
+            row[f"rises_{reading}"] = int((delta > 0).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _mean_std(values: Sequence[float], fmt: str) -> str:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -228,14 +278,18 @@ def report(out: Path, runs: Sequence[AblationRun]) -> str:
         parts.append(part)
     table = pd.DataFrame(rows)
     types = pd.concat(parts, ignore_index=True)
+    config = json.loads((out / finished[0].name / "best.json").read_text())["config"]
+    swaps = block_type_swaps(config["target"], resolution=config["resolution"])
     write_text(out / "runs.csv", table.to_csv(index=False, float_format="%.12g"))
     write_text(out / "block_types.csv", types.to_csv(index=False, float_format="%.12g"))
-    text = markdown(table, types, len(runs))
+    write_text(out / "block_swaps.csv", swaps.to_csv(index=False, float_format="%.12g"))
+    text = markdown(table, types, len(runs), swap_summary(swaps))
     write_text(out / "table5.md", text)
     return text
 
 
-def markdown(table: pd.DataFrame, types: pd.DataFrame, planned: int) -> str:
+def markdown(table: pd.DataFrame, types: pd.DataFrame, planned: int,
+             swaps: pd.DataFrame | None = None) -> str:
     lines = [f"# Table 5 at full length: {len(table)} of {planned} searches finished", "",
              "Residual Bottlenecks / FFN blocks, size and scores of each mode's final network "
              "(mean ± std over seeds). ES columns rescore every final network with both readings "
@@ -271,6 +325,17 @@ def markdown(table: pd.DataFrame, types: pd.DataFrame, planned: int) -> str:
         lines.append(f"| {r.block_type} | `{r.reading}` | {r.count} | {r.sum / r.count:.3f} | "
                      f"{r.sum / totals.loc[r.reading, 'sum']:.1%} | "
                      f"{r.params / totals.loc[r.reading, 'params']:.1%} |")
+    if swaps is not None and len(swaps):
+        lines += ["", "## One block changed, everything else fixed (`block_swaps.csv`)", "",
+                  "EfficientFormerV2's own architecture (all IBN); each FFN block in turn "
+                  "becomes another type. Mean change against the IBN at the same position, and "
+                  "in how many positions ES rises.", "",
+                  "| FFN type | positions | Δ params (M) | Δ ES signed (rises) | "
+                  "Δ ES abs (rises) |", "|---|---|---|---|---|"]
+        for r in swaps.itertuples():
+            lines.append(f"| {r.ffn_type} | {r.blocks} | {r.d_params_m:+.3f} | "
+                         f"{r.d_entropic:+.3f} ({r.rises_entropic}) | "
+                         f"{r.d_entropic_abs:+.3f} ({r.rises_entropic_abs}) |")
     return "\n".join(lines) + "\n"
 
 
