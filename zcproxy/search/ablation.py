@@ -210,8 +210,8 @@ def block_type_swaps(target: str = "s1", readings: Sequence[str] = READINGS,
     """ES's preference between FFN types with everything else held fixed: in
     EfficientFormerV2's own architecture (every block an IBN, in the extended space), each
     FFN block in turn becomes each FFN type; one row per (block, type) with the parameter
-    count and every reading's ES, scored as the search scores a candidate (its own seed, no
-    layer scale)."""
+    count, every reading's ES and LogSynflow, scored as the search scores a candidate (its own
+    seed, no layer scale)."""
     from ..api import score_many
     from ..esformer.model import build_model
     from ..esformer.space import efficientformer_v2
@@ -230,26 +230,28 @@ def block_type_swaps(target: str = "s1", readings: Sequence[str] = READINGS,
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
                 model = build_model(arch, img_size=resolution, layer_scale_init=None)
-            scores = score_many(model, list(readings), input_shape=(3, resolution, resolution),
+            scores = score_many(model, [*readings, "logsynflow"],
+                                input_shape=(3, resolution, resolution),
                                 seed=seed, nonfinite="nan")
             rows.append({"stage": s + 1, "block": b + 1, "ffn_type": ffn,
                          "params": cost.params(arch), **scores})
     return pd.DataFrame(rows)
 
 
-def swap_summary(swaps: pd.DataFrame, readings: Sequence[str] = READINGS) -> pd.DataFrame:
+def swap_summary(swaps: pd.DataFrame,
+                 scores: Sequence[str] = (*READINGS, "logsynflow")) -> pd.DataFrame:
     """Per FFN type: the mean change, against an IBN at the same position, of parameters and
-    of each reading's ES, and how often ES rises."""
+    of each score, and in how many positions the score rises."""
     ibn = swaps[swaps["ffn_type"] == "ibn"].set_index(["stage", "block"])
     rows = []
     for ffn, g in swaps[swaps["ffn_type"] != "ibn"].groupby("ffn_type"):
         g = g.set_index(["stage", "block"])
         row = {"ffn_type": ffn, "blocks": len(g),
                "d_params_m": float((g["params"] - ibn.loc[g.index, "params"]).mean() / 1e6)}
-        for reading in readings:
-            delta = g[reading] - ibn.loc[g.index, reading]
-            row[f"d_{reading}"] = float(delta.mean())
-            row[f"rises_{reading}"] = int((delta > 0).sum())
+        for score in scores:
+            delta = g[score] - ibn.loc[g.index, score]
+            row[f"d_{score}"] = float(delta.mean())
+            row[f"rises_{score}"] = int((delta > 0).sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -331,11 +333,12 @@ def markdown(table: pd.DataFrame, types: pd.DataFrame, planned: int,
                   "becomes another type. Mean change against the IBN at the same position, and "
                   "in how many positions ES rises.", "",
                   "| FFN type | positions | Δ params (M) | Δ ES signed (rises) | "
-                  "Δ ES abs (rises) |", "|---|---|---|---|---|"]
+                  "Δ ES abs (rises) | Δ LogSynflow (rises) |", "|---|---|---|---|---|---|"]
         for r in swaps.itertuples():
             lines.append(f"| {r.ffn_type} | {r.blocks} | {r.d_params_m:+.3f} | "
                          f"{r.d_entropic:+.3f} ({r.rises_entropic}) | "
-                         f"{r.d_entropic_abs:+.3f} ({r.rises_entropic_abs}) |")
+                         f"{r.d_entropic_abs:+.3f} ({r.rises_entropic_abs}) | "
+                         f"{r.d_logsynflow:+.3g} ({r.rises_logsynflow}) |")
     return "\n".join(lines) + "\n"
 
 
