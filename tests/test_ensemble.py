@@ -130,7 +130,7 @@ def test_the_committed_combined_search_replays_unchanged(tmp_path):
     import shutil
     from pathlib import Path
 
-    from zcproxy.search import SearchConfig, read_events, run_search
+    from zcproxy.search import ResumeMismatch, SearchConfig, read_events, run_search
 
     src = Path(__file__).resolve().parents[1] / "results" / "search" / "table5-combined"
     out = tmp_path / "combined"
@@ -140,9 +140,15 @@ def test_the_committed_combined_search_replays_unchanged(tmp_path):
 
     def no_scoring(arch, proxies):
         raise AssertionError("a replay must not score")
+    # written before the ES reading was a setting: it used |weights|, and resumes only so
     config = SearchConfig(**read_events(out / "log.jsonl")[0]["config"])
+    with pytest.raises(ResumeMismatch, match="es_proxy: log 'entropic_abs' vs now 'entropic'"):
+        run_search(config, out, score_fn=no_scoring, resume=True, progress=False)
+    config = SearchConfig(**{**read_events(out / "log.jsonl")[0]["config"],
+                             "es_proxy": "entropic_abs"})
     run_search(config, out, score_fn=no_scoring, resume=True, progress=False)
     assert (out / "log.jsonl").read_bytes() == logged
     before, after = (json.loads((d / "best.json").read_text()) for d in (src, out))
     before.pop("search_seconds"), after.pop("search_seconds")
+    assert after["config"].pop("es_proxy") == "entropic_abs"
     assert after == before

@@ -54,6 +54,10 @@ from .rea import Member, Proposal, RegularizedEvolution, top_distinct
 from .scoring import ENTROPIC, LOGSYNFLOW, CachedScorer, ProxyScorer, ScoreFn, check_es_proxy
 
 MODES: tuple[str, ...] = ("decoupled", "combined", "logsynflow")
+# Settings a log written before they existed was run with: until issue 17 the role "entropic"
+# was filled by the |weights| reading (``entropic`` then, ``entropic_abs`` now), so such a log
+# resumes only with --es-proxy entropic_abs, never silently with today's signed default.
+LEGACY_SETTINGS: dict[str, Any] = {"es_proxy": "entropic_abs"}
 COMBINED = "combined"
 TARGET_MAX_PARAMS_M = {"s0": 3.5, "s1": 6.0, "s2": 12.5}
 # The paper's time budgets (minutes): multi-start phase, main alternation, whole search.
@@ -316,6 +320,7 @@ class Search:
         logged = self.replay.config
         if logged is None:
             return
+        logged = {**LEGACY_SETTINGS, **logged}
         now = self._config_record()
         diff = sorted(k for k in set(logged) | set(now) if logged.get(k) != now.get(k))
         if diff:

@@ -25,7 +25,8 @@ Decisions:
   and ``es_proxy`` names the registered reading that fills it: ``entropic`` (signed weights,
   the default since issue 17) or e.g. ``entropic_abs`` (|weights|, the reading of every
   search committed before that).  Logs keep the role's name, so every tool that reads a log
-  works for either reading; the reading itself is in the log's configuration.
+  works for either reading; the reading itself is in the log's configuration (a log written
+  before that setting existed used |weights| and resumes only with ``entropic_abs``).
 """
 from __future__ import annotations
 
