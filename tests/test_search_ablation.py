@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ from zcproxy.search.ablation import (
 
 
 def _config_of(run) -> SearchConfig:
-    argv = run.command(__import__("pathlib").Path("out"))[3:]  # after "python -m zcproxy.search"
+    argv = run.command(Path("out"))[3:]  # after "python -m zcproxy.search"
     return config_from_args(build_parser().parse_args(argv))
 
 
@@ -47,7 +49,7 @@ def test_budgets_are_the_paper_minutes_at_the_measured_rates():
 
 def test_block_types_name_every_layer_of_a_network():
     space = SearchSpace("s0", extended=True)
-    arch = space.random(__import__("random").Random(1))
+    arch = space.random(random.Random(1))
     model = build_model(arch, img_size=64, layer_scale_init=None)
     kinds = {block_type_of(arch, name) for name, _ in model.named_parameters()}
     assert "other" in kinds  # the final norm and the head belong to no block

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import torch
 
 from ..atomic import write_text
 from ..cli import UsageError, add_debug_flag, run_command
@@ -58,22 +57,18 @@ def _budget_args(mode: str) -> tuple[str, ...]:
     """The candidate budgets of one mode (see the module docstring for the arithmetic)."""
     ls, es = RATE_PER_MINUTE["logsynflow"], RATE_PER_MINUTE["entropic"]
     m = PAPER_MINUTES
-    if mode == "logsynflow":
-        per_minute = {"start": ls, "main": ls}
-    elif mode == "combined":
-        both = 1 / (1 / ls + 1 / es)
-        per_minute = {"start": both, "main": both}
-    elif mode == "decoupled":
+    if mode == "decoupled":
         pair = 2 / (1 / ls + 1 / es)  # a topology and a size phase together take 2 phases' time
         start = round(m["multistart"] * es)
         phase = round(m["phase"] * pair)
         phases = round((m["total"] - 5 * m["multistart"]) / m["phase"])
         return ("--multistart-candidates", str(start), "--phase-candidates", str(phase),
                 "--total-candidates", str(5 * start + phases * phase))
-    else:
+    rates = {"logsynflow": ls, "combined": 1 / (1 / ls + 1 / es)}  # combined: both per candidate
+    if mode not in rates:
         raise ValueError(f"unknown mode {mode!r}")
-    return ("--multistart-candidates", str(round(m["multistart"] * per_minute["start"])),
-            "--total-candidates", str(round(m["total"] * per_minute["main"])))
+    return ("--multistart-candidates", str(round(m["multistart"] * rates[mode])),
+            "--total-candidates", str(round(m["total"] * rates[mode])))
 
 
 @dataclass(frozen=True)
@@ -157,29 +152,24 @@ def block_type_of(arch, layer: str) -> str:
     return "other"
 
 
-def final_network(best: dict, resolution: int = 224):
-    """The final architecture's network as the search scored it (its own seed, no layer
+def final_network(best: dict):
+    """The final architecture, its network as the search scored it (its own seed, no layer
     scale) and that seed."""
-    from ..esformer.model import build_model
     from ..esformer.space import Architecture
     from .scoring import ProxyScorer
     cfg = best["config"]
     arch = Architecture.from_dict(best["arch"])
-    seed = ProxyScorer(resolution, seed=cfg["score_seed"]).candidate_seed(arch)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build_model(arch, num_classes=cfg["num_classes"], img_size=resolution,
-                            layer_scale_init=cfg["score_layer_scale"])
-    return arch, model, seed
+    scorer = ProxyScorer(cfg["resolution"], layer_scale_init=cfg["score_layer_scale"],
+                         seed=cfg["score_seed"], num_classes=cfg["num_classes"])
+    return (arch, *scorer.network(arch))
 
 
 def summarize_run(folder: Path, readings: Sequence[str] = READINGS) -> tuple[dict, pd.DataFrame]:
     """One finished search: its row of the table, and its ES per block type for each reading."""
-    from .. import api
     from ..explain import explain
     best = json.loads((folder / "best.json").read_text())
     cfg = best["config"]
-    arch, model, seed = final_network(best, cfg["resolution"])
+    arch, model, seed = final_network(best)
     blocks = [g.ffn_type for _, _, g in arch.blocks()]  # attention blocks have an FFN too
     params: dict[str, int] = {}
     for name, tensor in model.named_parameters():
@@ -194,8 +184,8 @@ def summarize_run(folder: Path, readings: Sequence[str] = READINGS) -> tuple[dic
            "logsynflow": best["scores"]["logsynflow"]}
     parts = []
     for reading in readings:
-        row[reading] = api.score(model, reading, input_shape=shape, seed=seed)
         table = explain(model, reading, input_shape=shape, seed=seed)
+        row[reading] = float(table["entropy"].sum())  # the layers of explain add up to ES
         table["block_type"] = [block_type_of(arch, layer) for layer in table["layer"]]
         part = table.groupby("block_type")["entropy"].agg(["sum", "count"]).reset_index()
         part["params"] = [params.get(kind, 0) for kind in part["block_type"]]
@@ -213,12 +203,11 @@ def block_type_swaps(target: str = "s1", readings: Sequence[str] = READINGS,
     count, every reading's ES and LogSynflow, scored as the search scores a candidate (its own
     seed, no layer scale)."""
     from ..api import score_many
-    from ..esformer.model import build_model
     from ..esformer.space import efficientformer_v2
     from .cost import CostModel
     from .scoring import ProxyScorer
     base = efficientformer_v2(target, extended=True)
-    space, cost, seeder = base.space, CostModel(224), ProxyScorer(resolution)
+    space, cost, scorer = base.space, CostModel(224), ProxyScorer(resolution)
     positions = [(s, b) for s, b, _ in base.blocks() if not space.is_attention(s, b)]
     rows = []
     for i, (s, b) in enumerate(positions, 1):
@@ -226,10 +215,7 @@ def block_type_swaps(target: str = "s1", readings: Sequence[str] = READINGS,
             print(f"[{i}/{len(positions)}] block {s + 1}.{b + 1}: every FFN type", flush=True)
         for ffn in space.choices(s, b, "ffn_type"):
             arch = base.replace_block(s, b, ffn_type=ffn)
-            seed = seeder.candidate_seed(arch)
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                model = build_model(arch, img_size=resolution, layer_scale_init=None)
+            model, seed = scorer.network(arch)
             scores = score_many(model, [*readings, "logsynflow"],
                                 input_shape=(3, resolution, resolution),
                                 seed=seed, nonfinite="nan")

@@ -84,17 +84,22 @@ class ProxyScorer:
         # (architecture, seed) alone, not of the global RNG's history, or the same candidate
         # would score differently depending on what was scored before it (and a resumed run,
         # which rescores nothing, would drift from an uninterrupted one).
+        model, seed = self.network(arch)
+        r = self.resolution
+        registered = {p: self.es_proxy if p == ENTROPIC else p for p in proxies}
+        scores = score_many(model, list(registered.values()), input_shape=(3, r, r),
+                            device=self.device, seed=seed, nonfinite="nan")
+        return {role: scores[name] for role, name in registered.items()}
+
+    def network(self, arch: Architecture) -> tuple[torch.nn.Module, int]:
+        """The candidate's network as the proxies see it, and its seed."""
         seed = self.candidate_seed(arch)
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             model = build_model(arch, num_classes=self.num_classes, img_size=self.resolution,
                                 device=self.device, layer_scale_init=self.layer_scale_init)
-        r = self.resolution
-        registered = {p: self.es_proxy if p == ENTROPIC else p for p in proxies}
-        scores = score_many(model, list(registered.values()), input_shape=(3, r, r),
-                            device=self.device, seed=seed, nonfinite="nan")
-        return {role: scores[name] for role, name in registered.items()}
+        return model, seed
 
     def candidate_seed(self, arch: Architecture) -> int:
         """A seed that is a function of (architecture, run seed) only."""
