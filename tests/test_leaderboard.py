@@ -73,3 +73,39 @@ def test_other_datasets_get_their_own_or_labelled_images():
     c10, _ = run_settings(ScoringJob(bench="nats-tss", proxies=("naswot",), batch_size=8))
     assert "inputs_source" not in c10
     assert c10["inputs_fingerprint"] != settings["inputs_fingerprint"]
+
+
+def test_member_contributions_against_the_aggregates_built_directly():
+    """Two members that track accuracy and one that points the wrong way: the wrong one's
+    Δτ is negative with an interval below 0, and every τ with/without equals the τ of the
+    aggregate built by zcproxy.ensemble from that member set."""
+    import numpy as np
+
+    from zcproxy.ensemble import ensemble_scores
+    from zcproxy.stats import kendall_tau
+
+    rng = np.random.default_rng(1)
+    acc = pd.Series(rng.normal(size=300))
+    scores = pd.DataFrame({"index": range(300),
+                           "naswot": acc + rng.normal(size=300),
+                           "logsynflow": acc + rng.normal(size=300),
+                           "entropic": -acc + rng.normal(size=300)})
+    scores.loc[7, "naswot"] = math.nan
+    for p in ("naswot", "logsynflow", "entropic"):
+        scores[f"seconds_{p}"] = 0.1
+    spec = parse_ensemble("trio=log_rank:naswot,logsynflow,entropic")
+    members = list(spec[2])
+    table = leaderboard.member_contributions(scores, accuracy=acc, ensembles=[spec], n_boot=200)
+    assert table["member"].tolist() == ["naswot", "logsynflow", "entropic"]
+    full = ensemble_scores(scores, members, "log_rank", nan="propagate")
+    for row in table.itertuples(index=False):
+        rest = [m for m in members if m != row.member]
+        without = ensemble_scores(scores, rest, "log_rank", nan="propagate")
+        keep = np.isfinite(full) & np.isfinite(without)
+        assert row.n == 299
+        assert row.kendall_with == pytest.approx(kendall_tau(full[keep], acc[keep]).value)
+        assert row.kendall_without == pytest.approx(kendall_tau(without[keep], acc[keep]).value)
+        assert row.delta == pytest.approx(row.kendall_with - row.kendall_without)
+    wrong = table.set_index("member").loc["entropic"]
+    assert wrong.delta < 0 and wrong.delta_hi < 0 and wrong.share_above < 0.05
+    assert "`entropic`" in leaderboard.contributions_markdown(table)

@@ -6,6 +6,8 @@ dataset: Kendall τ and Spearman ρ with bootstrap 95 % intervals, Spearman ρ o
 controlled for, seconds per architecture on the machine that scored it, and the published
 figures beside ours.  Rank aggregates (``--ensemble NAME=rule:p1,p2,...``) are computed here,
 over the population of the table, by :mod:`zcproxy.ensemble`: they are not single-model proxies.
+For every aggregate of two or more members the tables also say what each member adds: τ with
+and without it, and a paired bootstrap interval of the difference (``<bench>-<dataset>-members.csv``).
 
 Rows are sorted by τ, proxies and ensembles first, then the structural baselines (a proxy is
 worth its cost only above them).  A proxy scored on fewer architectures than the others (a
@@ -28,31 +30,41 @@ import pandas as pd
 from .ensemble import EnsembleSpec, ensemble_scores, parse_ensemble
 from .published import published_all
 from .registry import available_proxies, get_proxy
-from .stats import bootstrap_ci, kendall_tau, partial_rank_correlation, spearman_rho
+from .stats import (bootstrap_ci, kendall_tau, paired_difference, partial_rank_correlation,
+                    spearman_rho)
 
 def _oriented(frame: pd.DataFrame, proxy: str) -> pd.Series:
     sign = 1.0 if get_proxy(proxy).higher_is_better else -1.0
     return sign * pd.to_numeric(frame[proxy], errors="coerce")
 
 
+def _ensemble_column(columns: dict[str, pd.Series], name: str, rule: str,
+                     members: Sequence[str]) -> pd.Series:
+    """The aggregate of already oriented member columns (NaN where a member is NaN)."""
+    missing = [m for m in members if m not in columns]
+    if missing:
+        raise ValueError(f"ensemble {name}: no scores for {', '.join(missing)} in this table")
+    frame = pd.DataFrame({m: columns[m] for m in members})
+    return pd.Series(ensemble_scores(frame, list(members), rule, higher_is_better=True,
+                                     nan="propagate"), index=frame.index)
+
+
+def _proxy_columns(scores: pd.DataFrame) -> dict[str, pd.Series]:
+    known = set(available_proxies())
+    return {p: _oriented(scores, p) for p in scores.columns
+            if p in known and f"seconds_{p}" in scores.columns}
+
+
 def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, dataset: str,
                 ensembles: Sequence[EnsembleSpec] = (), n_boot: int = 1000,
                 seed: int = 0) -> pd.DataFrame:
     """One row per proxy / ensemble / baseline in ``scores`` against ``accuracy`` (aligned)."""
-    known = set(available_proxies())
-    proxies = [c for c in scores.columns if c in known and f"seconds_{c}" in scores.columns]
-    columns = {p: _oriented(scores, p) for p in proxies}
+    columns = _proxy_columns(scores)
     seconds = {p: float(pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").median())
-               for p in proxies}
-    kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in proxies}
+               for p in columns}
+    kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in columns}
     for name, rule, members in ensembles:
-        missing = [m for m in members if m not in columns]
-        if missing:
-            raise ValueError(f"ensemble {name}: no scores for {', '.join(missing)} in this table")
-        frame = pd.DataFrame({m: columns[m] for m in members})
-        columns[name] = pd.Series(
-            ensemble_scores(frame, list(members), rule, higher_is_better=True, nan="propagate"),
-            index=scores.index)
+        columns[name] = _ensemble_column(columns, name, rule, members)
         seconds[name] = float(sum(seconds[m] for m in members))
         kinds[name] = f"ensemble ({rule}: {'+'.join(members)})"
     params = pd.to_numeric(scores["n_params"] if "n_params" in scores else scores["params"],
@@ -80,8 +92,56 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
     return table.drop(columns="_baseline").reset_index(drop=True)
 
 
+def member_contributions(scores: pd.DataFrame, *, accuracy: pd.Series,
+                         ensembles: Sequence[EnsembleSpec], n_boot: int = 1000,
+                         seed: int = 0) -> pd.DataFrame:
+    """What each member adds to its aggregate: τ(aggregate) − τ(aggregate without it).
+
+    One row per (ensemble, member) of every ensemble with at least two members.  The
+    difference is paired (:func:`zcproxy.stats.paired_difference`: the same resampled
+    architectures for both aggregates), because the two aggregates' own intervals overlap
+    even when one of them is better on almost every resample.
+    """
+    columns = _proxy_columns(scores)
+    acc = pd.to_numeric(accuracy, errors="coerce").to_numpy()
+    rows = []
+    for name, rule, members in ensembles:
+        if len(members) < 2:
+            continue
+        full = _ensemble_column(columns, name, rule, members).to_numpy()
+        for member in members:
+            rest = [m for m in members if m != member]
+            without = _ensemble_column(columns, f"{name} without {member}", rule, rest).to_numpy()
+            diff = paired_difference(full, without, acc, "kendall", n_boot=n_boot, seed=seed)
+            keep = np.isfinite(full) & np.isfinite(without) & np.isfinite(acc)
+            rows.append({"ensemble": name, "member": member, "n": diff.n,
+                         "kendall_with": kendall_tau(full[keep], acc[keep]).value,
+                         "kendall_without": kendall_tau(without[keep], acc[keep]).value,
+                         "delta": diff.value, "delta_lo": diff.lo, "delta_hi": diff.hi,
+                         "share_above": diff.share_above})
+    return pd.DataFrame(rows, columns=["ensemble", "member", "n", "kendall_with",
+                                       "kendall_without", "delta", "delta_lo", "delta_hi",
+                                       "share_above"])
+
+
+def contributions_markdown(table: pd.DataFrame) -> str:
+    """The member contributions as a Markdown table."""
+    lines = ["| ensemble | member | n | τ with | τ without | Δτ [95 % CI] | resamples with Δτ > 0 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        share = "–" if math.isnan(r.share_above) else f"{100 * r.share_above:.0f} %"
+        lines.append(f"| `{r.ensemble}` | `{r.member}` | {r.n} | {_num(r.kendall_with)} | "
+                     f"{_num(r.kendall_without)} | {_signed(r.delta)} [{_signed(r.delta_lo)}, "
+                     f"{_signed(r.delta_hi)}] | {share} |")
+    return "\n".join(lines)
+
+
 def _num(v: float) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _signed(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:+.3f}"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -140,8 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  index=scores.index)
             board = leaderboard(scores, bench=args.bench, accuracy=accuracy, dataset=dataset,
                                 ensembles=ensembles, n_boot=args.bootstrap)
+            members = member_contributions(scores, accuracy=accuracy, ensembles=ensembles,
+                                           n_boot=args.bootstrap)
             stem = out / f"{args.bench}-{dataset}"
             write_csv(board, stem.with_suffix(".csv"), index=False)
+            contributions = ""
+            if len(members):
+                write_csv(members, out / f"{stem.name}-members.csv", index=False)
+                contributions = (
+                    "\n## What each member adds to its aggregate\n\nτ of the aggregate minus τ "
+                    "of the same aggregate without that member, on the architectures both "
+                    "rank; the interval and the share of resamples with Δτ > 0 come from one "
+                    "paired bootstrap (the same resampled architectures for both), so an "
+                    "interval that excludes 0 means the member helps (or hurts) on this "
+                    "sample.\n\n" + contributions_markdown(members) + "\n")
             split = getattr(bench, "accuracy_split", "")
             write_text(stem.with_suffix(".md"), (
                 f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
@@ -150,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "Intervals: bootstrap 95 %. s/arch: median seconds on the machine that scored "
                 "them; work shared between proxies (one backward, one traced forward) is charged to the "
                 "first proxy that needed it, so a 0.000 means \"free once its partner ran\"; "
-                "an ensemble costs the sum of its members.\n\n" + to_markdown(board) + "\n"))
+                "an ensemble costs the sum of its members.\n\n" + to_markdown(board) + "\n"
+                + contributions))
             print(f"{stem}.md: {len(board)} rows")
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
