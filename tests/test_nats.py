@@ -197,6 +197,45 @@ def test_forward_shapes_and_output_selector():
     assert sss_network("8:16:24:32:64", 120)(torch.randn(2, 3, 16, 16))[1].shape == (2, 120)
 
 
+def test_channels_last_pool_changes_no_bit_of_any_score(monkeypatch):
+    """The pool of ``avg_pool_3x3`` runs on a channels-last copy for speed; against the plain
+    ``nn.AvgPool2d`` forward, two networks full of pools (and a skip across cells) must give
+    the same logits, the same gradient of every parameter, and the same score for proxies that
+    read every module's output (MeCo), take second derivatives through the pool (GraSP), read
+    activation patterns (SWAP) or input gradients (jacob_cov)."""
+    from zcproxy import api
+    from zcproxy.nasbench import cells
+
+    pools = ("|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_3x3~1|"
+             "+|skip_connect~0|avg_pool_3x3~1|avg_pool_3x3~2|")
+    mixed = ("|nor_conv_1x1~0|+|avg_pool_3x3~0|avg_pool_3x3~1|"
+             "+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|")
+    x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8)
+    proxies = {"meco": {}, "grasp": {}, "swap": {"repeats": 2}, "jacob_cov": {}, "synflow": {}}
+
+    def run() -> list:
+        results = []
+        for arch in (pools, mixed):
+            torch.manual_seed(3)
+            net = tss_network(arch, 10).train()
+            logits = net(x)[1]
+            logits.sum().backward()
+            grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+            scores = api.score_many(tss_network(arch, 10), proxies, inputs=x, targets=y,
+                                    output=last_of_tuple)
+            results.append((logits.detach(), grads, scores))
+        return results
+
+    fast = run()
+    assert any(isinstance(m, cells.ChannelsLastAvgPool2d) for m in tss_network(pools, 10).modules())
+    monkeypatch.setattr(cells.ChannelsLastAvgPool2d, "forward", torch.nn.AvgPool2d.forward)
+    plain = run()
+    for (l1, g1, s1), (l2, g2, s2) in zip(fast, plain):
+        assert torch.equal(l1, l2)
+        assert len(g1) == len(g2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+        assert s1 == s2
+
+
 def test_skip_across_widths_is_a_projection_not_identity():
     """In the size space the cell's skip edge changes width; it must still carry the input."""
     net = sss_network("8:8:8:8:16", 10).eval()

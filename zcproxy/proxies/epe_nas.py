@@ -12,8 +12,8 @@ VascoLopes/EPE-NAS ``search.py``), BN kept, train mode, the whole real batch:
 A class with one image has C_c = [1] (s_c = log(1 + k)); with > 100 outputs the reference skips
 such classes (``len`` of NumPy's 0-d correlation raises inside its ``try``), and so does this.
 
-Choices: the Jacobians come from :func:`input_jacobians`, memoised per context, which is the
-same pass as jacob_cov's (train mode, ``Σ f`` backward).  A constant Jacobian row (e.g. all
+Choices: the Jacobians come from :func:`zcproxy.proxies.jacob_cov.input_jacobians`, memoised
+per context: jacob_cov's pass (train mode, ``Σ f`` backward), run once for both.  A constant Jacobian row (e.g. all
 zero: the output does not depend on the input) makes a correlation 0/0; the reference returns
 NaN there (NASLib's predictor then records −1e8), this raises ``ProxyUndefined`` (NaN) with the
 reason.
@@ -24,20 +24,7 @@ import torch
 
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
-from ..surgery import Recipe
-
-
-def input_jacobians(ctx: ProxyContext, *, train: bool = True) -> tuple[torch.Tensor, int]:
-    """(J as an (N, D) float64 matrix, number of network outputs), memoised per context."""
-    def compute():
-        x, _ = ctx.data(min_batch=2)
-        net = ctx.prepared(Recipe(train=train), shared=False)
-        x = x.detach().clone().requires_grad_(True)
-        out = ctx.forward(net, x)
-        out.sum().backward()
-        jac = x.grad if x.grad is not None else torch.zeros_like(x)
-        return jac.reshape(x.shape[0], -1).to(torch.float64), int(out.shape[-1])
-    return ctx.memo(("input-jacobians", train), compute)
+from .jacob_cov import input_jacobians
 
 
 def class_scores(jac: torch.Tensor, labels: torch.Tensor, n_outputs: int, k: float

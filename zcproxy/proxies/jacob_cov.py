@@ -6,7 +6,10 @@ Undefined (ProxyUndefined, NaN with the reason) when an image's Jacobian is cons
 correlation with the others is 0/0.  That happens when the output does not depend on the input
 (a NAS-Bench-201 cell with no path from input to output, e.g. NATS-tss 1234) or on the image
 (torchvision's ViT, whose classifier head is initialised to zero).  Before, these raised
-``torch.linalg.LinAlgError`` from the eigendecomposition of a NaN matrix."""
+``torch.linalg.LinAlgError`` from the eigendecomposition of a NaN matrix.
+
+The Jacobians are memoised per context (:func:`input_jacobians`), so EPE-NAS, which reads the
+same ones, costs no second backward when both are scored."""
 from __future__ import annotations
 
 import torch
@@ -16,15 +19,24 @@ from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe
 
 
+def input_jacobians(ctx: ProxyContext, *, train: bool = True) -> tuple[torch.Tensor, int]:
+    """(J as an (N, D) float64 matrix, number of network outputs), memoised per context."""
+    def compute():
+        x, _ = ctx.data(min_batch=2)
+        net = ctx.prepared(Recipe(train=train), shared=False)
+        x = x.detach().clone().requires_grad_(True)
+        out = ctx.forward(net, x)
+        out.sum().backward()
+        jac = x.grad if x.grad is not None else torch.zeros_like(x)
+        return jac.reshape(x.shape[0], -1).to(torch.float64), int(out.shape[-1])
+    return ctx.memo(("input-jacobians", train), compute)
+
+
 @register_proxy("jacob_cov", needs_data=True,
                 description="jacob_cov: eigen-spectrum of the correlation of input Jacobians "
                             "(Mellor et al. 2020)")
 def jacob_cov(ctx: ProxyContext, *, k: float = 1e-5) -> float:
-    x, _ = ctx.data(min_batch=2)
-    net = ctx.prepared(Recipe(train=True), shared=False)
-    x = x.detach().clone().requires_grad_(True)
-    ctx.forward(net, x).sum().backward()
-    jac = x.grad.reshape(x.shape[0], -1).to(torch.float64)
+    jac, _ = input_jacobians(ctx)
     constant = int((jac == jac[:, :1]).all(dim=1).sum())
     if constant:
         raise ProxyUndefined(
