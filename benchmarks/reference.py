@@ -24,7 +24,9 @@ same seed zcproxy's runner uses for that architecture, and every definition choi
 the Entropic Score, the seeds of its re-initialisations and inputs, the CIFAR-10 batch) is the
 one zcproxy documents, so both produce the same numbers: the benchmark checks that they do.
 Nothing here shares code with ``zcproxy.proxies``; only the benchmark adapters (to build the
-networks) and the CIFAR-10 reader (to get the same images) come from zcproxy.
+networks) and the CIFAR-10 reader (to get the same images) come from zcproxy.  The networks'
+pools are turned back into plain ``nn.AvgPool2d`` (NATS-Bench's code), so the baseline does not
+get zcproxy's channels-last pool (``ChannelsLastAvgPool2d``, bit-identical, faster).
 """
 from __future__ import annotations
 
@@ -176,10 +178,15 @@ class ReferenceScorer:
         return self._batch
 
     def build(self, index: int) -> nn.Module:
-        # The architecture's network exactly as zcproxy's runner builds it (same seed).
+        # The architecture's network exactly as zcproxy's runner builds it (same seed), with
+        # the pools NATS-Bench's own code has.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.job.arch_seed(index))
-            return self.bench.build(index, self.dataset)
+            model = self.bench.build(index, self.dataset)
+        for module in model.modules():
+            if isinstance(module, nn.AvgPool2d):
+                module.__class__ = nn.AvgPool2d
+        return model
 
     def score(self, index: int, proxies: Sequence[str]) -> dict[str, float]:
         out = {}
