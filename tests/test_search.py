@@ -254,6 +254,33 @@ def test_resume_guards(decoupled_run, tmp_path):
     assert _best_without_clock(out) == _best_without_clock(decoupled_run)
 
 
+def test_a_log_has_one_writer_at_a_time(decoupled_run, tmp_path, capsys):
+    """A second search on a folder whose log is open stops before reading or repairing it
+    (it could cut a line the first one is writing); a refused resume releases the lock, so
+    the corrected command resumes at once; a closed log can be opened again."""
+    from zcproxy.atomic import FileInUse
+    from zcproxy.search.log import SearchLog
+
+    out = tmp_path / "busy"
+    cfg = SearchConfig(target="s0", seed=3, **SMALL)
+    run_search(cfg, out, score_fn=FakeScorer(), progress=False, stop_after=5)
+    before = (out / "log.jsonl").read_bytes()
+    holder = SearchLog(out / "log.jsonl")
+    try:
+        with pytest.raises(FileInUse, match="another process"):
+            run_search(cfg, out, score_fn=FakeScorer(), resume=True, progress=False)
+        assert cli_main(["--target", "s0", "--out", str(out), "--resume"]) == 2
+        assert "being written by another process" in capsys.readouterr().err
+    finally:
+        holder.close()
+    assert (out / "log.jsonl").read_bytes() == before
+    with pytest.raises(ResumeMismatch):
+        run_search(SearchConfig(target="s0", seed=4, **SMALL), out, score_fn=FakeScorer(),
+                   resume=True, progress=False)
+    run_search(cfg, out, score_fn=FakeScorer(), resume=True, progress=False)
+    assert _best_without_clock(out) == _best_without_clock(decoupled_run)
+
+
 def test_seed_makes_the_search_reproducible(decoupled_run, tmp_path):
     run_search(SearchConfig(target="s0", seed=3, **SMALL), tmp_path / "same",
                score_fn=FakeScorer(), progress=False)

@@ -23,7 +23,33 @@ from pathlib import Path
 from typing import IO, Iterator
 
 __all__ = ["atomic_write", "write_text", "write_bytes", "write_csv", "save_figure",
-           "sha256_file", "fsync_dir"]
+           "sha256_file", "fsync_dir", "FileInUse", "lock_exclusively"]
+
+
+class FileInUse(OSError):
+    """Another process holds the append-only record this one was about to write."""
+
+
+def lock_exclusively(fh: IO, path: str | os.PathLike) -> None:
+    """Hold an advisory exclusive lock on the open file ``fh`` until it is closed.
+
+    Two processes appending to one search log (the same command started twice, or a run
+    resumed while it is still running) would interleave their events, and the second one's
+    repair of a "torn" last line could cut a line the first is writing.  The lock makes the
+    second one stop at once, before it reads anything, with :class:`FileInUse`.  The kernel
+    drops the lock when the holder exits, so a killed run never leaves its log locked.  Where
+    ``fcntl`` does not exist (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FileInUse(f"{path} is being written by another process (a search with the same "
+                        "output folder is still running); wait for it to end or stop it, "
+                        "then start this one again to resume") from None
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

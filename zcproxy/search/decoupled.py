@@ -300,8 +300,12 @@ class Search:
                                   "(no log.jsonl of this search beside them); choose another "
                                   "--out")
         self.log = SearchLog(log_path)
-        self.replay = Replay(self.log.events)
-        self._check_config()
+        try:
+            self.replay = Replay(self.log.events)
+            self._check_config()
+        except BaseException:
+            self.log.close()  # releases the log's lock: a corrected command may resume at once
+            raise
         if not self.log.events:
             self.log.append({"event": "start", "config": self._config_record(),
                              "wall": time.time()})
@@ -493,12 +497,14 @@ class Search:
             _say(f"resuming: replaying {self.replay.total} logged candidates of "
                  f"{self.log.path}")
         try:
-            last_spec, last_history = self._schedule()
-        except SearchInterrupted:
+            try:
+                last_spec, last_history = self._schedule()
+            except SearchInterrupted:
+                return SearchResult(self.out_dir, None, self.total_candidates, True,
+                                    self.phase_log)
+            best = self._finish(last_spec, last_history)
+        finally:
             self.log.close()
-            return SearchResult(self.out_dir, None, self.total_candidates, True, self.phase_log)
-        best = self._finish(last_spec, last_history)
-        self.log.close()
         return SearchResult(self.out_dir, best, self.total_candidates, False, self.phase_log)
 
     def _schedule(self) -> tuple[PhaseSpec, list[Member]]:

@@ -26,19 +26,31 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
+from ..atomic import lock_exclusively
+
 
 class ResumeMismatch(RuntimeError):
     """The log was written by a different search than the one being resumed."""
 
 
 class SearchLog:
-    """Append-only JSON-lines file; flushed after every event so a kill loses at most one."""
+    """Append-only JSON-lines file; flushed after every event so a kill loses at most one.
+
+    One process at a time: the log is locked before it is read (:func:`lock_exclusively`), so
+    a second search on the same folder stops with :class:`~zcproxy.atomic.FileInUse` instead
+    of interleaving its events with the first one's.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.events = read_events(self.path, repair=True) if self.path.exists() else []
         self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            lock_exclusively(self._fh, self.path)
+            self.events = read_events(self.path, repair=True)
+        except BaseException:
+            self._fh.close()
+            raise
 
     def append(self, event: dict[str, Any]) -> None:
         self._fh.write(json.dumps(event, sort_keys=True, allow_nan=False) + "\n")
