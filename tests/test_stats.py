@@ -419,3 +419,9 @@ def test_paired_difference_rejects_bad_input():
         zs.paired_difference([1, 2], [1, 2], [1, 2], "median")
     with pytest.raises(ValueError, match="n_boot"):
         zs.paired_difference([1, 2], [1, 2], [1, 2], n_boot=-1)
+
+
+def test_paired_difference_reports_both_statistics():
+    y = [1.0, 2, 3, 4]
+    d = zs.paired_difference([1.0, 2, 3, 4], [1.0, 2, 4, 3], y, "kendall", n_boot=0)
+    assert (d.a_value, d.b_value) == (pytest.approx(1.0), pytest.approx(4 / 6))

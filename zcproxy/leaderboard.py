@@ -113,10 +113,8 @@ def member_contributions(scores: pd.DataFrame, *, accuracy: pd.Series,
             rest = [m for m in members if m != member]
             without = _ensemble_column(columns, f"{name} without {member}", rule, rest).to_numpy()
             diff = paired_difference(full, without, acc, "kendall", n_boot=n_boot, seed=seed)
-            keep = np.isfinite(full) & np.isfinite(without) & np.isfinite(acc)
             rows.append({"ensemble": name, "member": member, "n": diff.n,
-                         "kendall_with": kendall_tau(full[keep], acc[keep]).value,
-                         "kendall_without": kendall_tau(without[keep], acc[keep]).value,
+                         "kendall_with": diff.a_value, "kendall_without": diff.b_value,
                          "delta": diff.value, "delta_lo": diff.lo, "delta_hi": diff.hi,
                          "share_above": diff.share_above})
     return pd.DataFrame(rows, columns=["ensemble", "member", "n", "kendall_with",

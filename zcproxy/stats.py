@@ -266,6 +266,15 @@ def _bootstrap_replicates(xs: np.ndarray, ys: np.ndarray, stat: StatSpec, n_boot
     return np.concatenate(out)
 
 
+def _check_bootstrap(n_boot: int, level: float, allow_zero: bool = False) -> None:
+    least = 0 if allow_zero else 1
+    if int(n_boot) != n_boot or n_boot < least:
+        raise ValueError(f"n_boot must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"integer, got {n_boot!r}")
+    if not (0.0 < level < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
 def bootstrap_ci(x: object, y: object, stat: StatSpec, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of a paired statistic over the finite pairs.
@@ -285,10 +294,7 @@ def bootstrap_ci(x: object, y: object, stat: StatSpec, n_boot: int = 1000, seed:
         point_fn = stat
     else:
         raise TypeError(f"stat must be a name or a callable, got {type(stat).__name__}")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not (0.0 < level < 1.0):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    _check_bootstrap(n_boot, level)
     xs, ys, _ = _paired(x, y)
     if len(xs) < 2 or not np.isfinite(float(point_fn(xs, ys))):
         return (math.nan, math.nan)
@@ -302,7 +308,8 @@ def bootstrap_ci(x: object, y: object, stat: StatSpec, n_boot: int = 1000, seed:
 class PairedDifference:
     """stat(a, y) − stat(b, y) on the same rows, with a paired bootstrap interval.
 
-    ``share_above`` is the fraction of resamples in which the difference is > 0: near 1 or 0
+    ``a_value`` and ``b_value`` are the two statistics on those rows (``value`` their
+    difference); ``share_above`` is the fraction of resamples in which the difference is > 0: near 1 or 0
     the sign is settled, near 0.5 it is not.
     """
 
@@ -312,6 +319,8 @@ class PairedDifference:
     share_above: float
     n: int
     n_dropped: int
+    a_value: float
+    b_value: float
 
 
 def paired_difference(a: object, b: object, y: object, stat: str = "kendall",
@@ -327,10 +336,7 @@ def paired_difference(a: object, b: object, y: object, stat: str = "kendall",
     """
     if stat not in _POINT:
         raise ValueError(f"unknown statistic {stat!r}; use one of {sorted(_POINT)}")
-    if int(n_boot) != n_boot or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
-    if not (0.0 < level < 1.0):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    _check_bootstrap(n_boot, level, allow_zero=True)
     aa, ba, ya = _as_1d(a, "a"), _as_1d(b, "b"), _as_1d(y, "y")
     if not len(aa) == len(ba) == len(ya):
         raise ValueError(f"a, b and y differ in length: {len(aa)}, {len(ba)}, {len(ya)}")
@@ -338,10 +344,11 @@ def paired_difference(a: object, b: object, y: object, stat: str = "kendall",
     aa, ba, ya = aa[keep], ba[keep], ya[keep]
     n, dropped = len(aa), int((~keep).sum())
     fn = _POINT[stat]
-    value = fn(aa, ya) - fn(ba, ya) if n >= 2 else math.nan
+    a_value, b_value = (fn(aa, ya), fn(ba, ya)) if n >= 2 else (math.nan, math.nan)
+    value = a_value - b_value
     if not math.isfinite(value) or n_boot == 0:
         nan = math.nan
-        return PairedDifference(value, nan, nan, nan, n, dropped)
+        return PairedDifference(value, nan, nan, nan, n, dropped, a_value, b_value)
     if stat == "kendall":  # dense integer ranks leave tau-b unchanged and sort faster
         aa, ba, ya = (_sps.rankdata(v, method="dense").astype(np.int64) for v in (aa, ba, ya))
     rng = np.random.default_rng(seed)
@@ -351,7 +358,8 @@ def paired_difference(a: object, b: object, y: object, stat: str = "kendall",
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(reps, [alpha, 1.0 - alpha]) if len(reps) else (math.nan, math.nan)
     share = float(np.mean(reps > 0)) if len(reps) else math.nan
-    return PairedDifference(float(value), float(lo), float(hi), share, n, dropped)
+    return PairedDifference(float(value), float(lo), float(hi), share, n, dropped,
+                            float(a_value), float(b_value))
 
 
 # --------------------------------------------------------------------------- partial correlation
