@@ -356,6 +356,65 @@ def test_search_refuses_an_out_folder_holding_another_run(tmp_path):
     assert not (tmp_path / "log.jsonl").exists()
 
 
+# ---------------------------------------------------------------- one writer per journal
+HOLDER = """
+import sys
+from zcproxy.journal import journal_in_use
+with journal_in_use(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+class HeldJournal:
+    """Another process holding a journal, as a second run of the same command would."""
+
+    def __init__(self, path: Path):
+        self.child = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.child.stdout.readline().strip() == "held"
+
+    def __enter__(self) -> "HeldJournal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.child.stdin.close()
+        assert self.child.wait(timeout=60) == 0
+
+
+def test_a_journal_has_one_writer_at_a_time(tmp_path, capsys):
+    """While another process scores into a folder, a second run there (resume, --fresh,
+    --adopt or --merge) stops at once with one line and touches nothing; once the first ends,
+    the same command resumes."""
+    out = tmp_path / "out"
+    assert run_cli(out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with HeldJournal(out / "journal.csv"):
+        for extra in ([], ["--fresh"], ["--adopt"]):
+            capsys.readouterr()
+            assert run_cli(out, *extra) == 2, extra
+            error = one_line_error(capsys)
+            assert "journal.csv is being written by another process (a correlate run" in error
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    capsys.readouterr()
+    assert run_cli(out) == 0  # the same command, once the other run has ended
+    assert "reusing" in capsys.readouterr().err
+    assert (out / "journal.csv").read_bytes() == before["journal.csv"]
+
+
+def test_merge_waits_for_a_shard_that_is_still_being_scored(tmp_path, capsys):
+    assert run_cli(tmp_path, "--shard", "0/2") == 0
+    assert run_cli(tmp_path, "--shard", "1/2") == 0
+    with HeldJournal(tmp_path / "journal.shard-1-of-2.csv"):
+        capsys.readouterr()
+        assert run_cli(tmp_path, "--merge") == 2
+        assert "journal.shard-1-of-2.csv is being written by another process" in \
+            one_line_error(capsys)
+        assert not (tmp_path / "journal.csv").exists()
+    assert run_cli(tmp_path, "--merge") == 0
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 4
+
+
 # ---------------------------------------------------------------- scratch output, reuse
 def test_default_out_is_a_scratch_folder_and_reuse_is_announced(proxy_state, tmp_path,
                                                                 monkeypatch, capsys):

@@ -23,22 +23,26 @@ from pathlib import Path
 from typing import IO, Iterator
 
 __all__ = ["atomic_write", "write_text", "write_bytes", "write_csv", "save_figure",
-           "sha256_file", "fsync_dir", "FileInUse", "lock_exclusively"]
+           "sha256_file", "fsync_dir", "FileInUse", "lock_exclusively", "exclusive_use"]
 
 
 class FileInUse(OSError):
     """Another process holds the append-only record this one was about to write."""
 
 
-def lock_exclusively(fh: IO, path: str | os.PathLike) -> None:
+SEARCH_WRITER = "a search with the same output folder"
+
+
+def lock_exclusively(fh: IO, path: str | os.PathLike, writer: str = SEARCH_WRITER) -> None:
     """Hold an advisory exclusive lock on the open file ``fh`` until it is closed.
 
     Two processes appending to one search log (the same command started twice, or a run
     resumed while it is still running) would interleave their events, and the second one's
     repair of a "torn" last line could cut a line the first is writing.  The lock makes the
-    second one stop at once, before it reads anything, with :class:`FileInUse`.  The kernel
-    drops the lock when the holder exits, so a killed run never leaves its log locked.  Where
-    ``fcntl`` does not exist (Windows) there is no lock.
+    second one stop at once, before it reads anything, with :class:`FileInUse` (``writer``
+    says who the other process probably is).  The kernel drops the lock when the holder
+    exits, so a killed run never leaves its record locked.  Where ``fcntl`` does not exist
+    (Windows) there is no lock.
     """
     try:
         import fcntl
@@ -47,9 +51,42 @@ def lock_exclusively(fh: IO, path: str | os.PathLike) -> None:
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise FileInUse(f"{path} is being written by another process (a search with the same "
-                        "output folder is still running); wait for it to end or stop it, "
-                        "then start this one again to resume") from None
+        raise FileInUse(f"{path} is being written by another process ({writer} is still "
+                        "running); wait for it to end or stop it, then start this one again "
+                        "to resume") from None
+
+
+_HELD: set[str] = set()  # the lock files this process holds
+
+
+@contextlib.contextmanager
+def exclusive_use(path: str | os.PathLike, writer: str) -> Iterator[None]:
+    """Within the block, no other process may write ``path``: :class:`FileInUse` otherwise.
+
+    For records that are sometimes replaced whole by a rename (a score journal is created,
+    merged and converted that way), so the lock cannot sit on the record itself (a rename
+    gives it a new inode and the lock would stay on the old one): it sits on a sidecar
+    ``.<name>.lock`` beside it, which is never renamed or removed (removing it would let two
+    processes lock two different files).  Re-entrant within a process, so a command can hold
+    its journal from ``--fresh`` to its tables while the scoring inside takes it again.
+    """
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    key = os.path.realpath(lock)
+    if key in _HELD:  # an outer block of this process holds it already
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock, "a")
+    try:
+        lock_exclusively(fh, path, writer)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+    finally:
+        fh.close()
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -38,7 +38,7 @@ from .atomic import sha256_file, write_csv, write_text
 from .cli import UsageError, add_debug_flag, run_command
 from .ensemble import parse_ensemble
 from .executors import make_executor
-from .journal import Journal, JournalError, done_pairs, write_journal
+from .journal import Journal, JournalError, done_pairs, journal_in_use, write_journal
 from .nasbench import BENCHMARKS
 from .published import published
 from .registry import available_proxies, get_proxy, proxy_info
@@ -175,6 +175,15 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     out = Path(args.out) if args.out else default_out(args)
     check_out_folder(out)
+    own = shard_journal(out, *parse_shard(args.shard)) if args.shard else out / "journal.csv"
+    # From --fresh to the tables, this folder's journal is this command's alone.
+    with journal_in_use(own):
+        return score_and_report(args, out, proxies)
+
+
+def score_and_report(args: argparse.Namespace, out: Path, proxies: list[str]) -> int:
+    """Everything after the arguments are checked: score into ``out``'s journal (or merge
+    its shards, or convert it) and write the tables."""
     threads = args.threads or (1 if args.workers > 1 or args.executor == "ray" else 0)
     job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
                      seed=args.seed, device=args.device, data_dir=args.data_dir,

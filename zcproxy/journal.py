@@ -30,6 +30,7 @@ exception a proxy raised on that architecture, retried only with ``retry_failed`
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+
+from .atomic import atomic_write, exclusive_use
 
 COLUMNS = ["index", "arch", "proxy", "version", "score", "seconds", "error"]
 LEGACY_COLUMNS = ["index", "proxy", "score", "seconds", "error"]
@@ -66,24 +69,35 @@ def error_kind(error: str) -> str:
 
 
 class Journal:
-    """Open (or create, recording ``settings``) the journal at ``path`` for appending."""
+    """Open (or create, recording ``settings``) the journal at ``path`` for appending.
+
+    One process at a time (:func:`journal_in_use`, held until :meth:`close`): a second run on
+    the same journal stops with :class:`~zcproxy.atomic.FileInUse` before it reads anything,
+    instead of scoring the same architectures twice and interleaving its rows, or repairing
+    a "torn" line the first one is still writing.
+    """
 
     def __init__(self, path: str | os.PathLike, settings: dict | None = None, *,
                  sync_interval: float = 1.0):
         self.path = Path(path)
         self.sync_interval = sync_interval
         self._synced = time.monotonic()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        self.settings, self.legacy = _read_head(self.path)
         self._fh = None
         self._writer = None
-        if self.settings is None and not self.legacy:  # a new (or empty) journal
-            if settings is None:
-                raise JournalError(f"{self.path}: a new journal needs the settings it is "
-                                   "scored with")
-            write_journal(self.path, settings, [])  # atomic: never a head without its header
-            self.settings = dict(settings)
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(journal_in_use(self.path))
+            self._repair()
+            self.settings, self.legacy = _read_head(self.path)
+            if self.settings is None and not self.legacy:  # a new (or empty) journal
+                if settings is None:
+                    raise JournalError(f"{self.path}: a new journal needs the settings it is "
+                                       "scored with")
+                write_journal(self.path, settings, [])  # atomic: never a head without header
+                self.settings = dict(settings)
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _repair(self) -> None:
         if not self.path.exists():
@@ -129,16 +143,25 @@ class Journal:
         self._synced = time.monotonic()
 
     def close(self) -> None:
-        if self._fh is not None and not self._fh.closed:
-            self._fh.flush()
-            self._sync()
-            self._fh.close()
+        try:
+            if self._fh is not None and not self._fh.closed:
+                self._fh.flush()
+                self._sync()
+                self._fh.close()
+        finally:
+            self._lock.close()
 
     def __enter__(self) -> "Journal":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def journal_in_use(path: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """Hold the journal at ``path`` against other processes for the block (re-entrant within
+    this one): scoring into it, merging shards into it, converting it or discarding it."""
+    return exclusive_use(path, "a correlate run or --merge on the same journal")
 
 
 def done_pairs(frame: pd.DataFrame, retry_failed: bool = False,
@@ -168,7 +191,6 @@ def read_journal(path: str | os.PathLike) -> tuple[dict | None, pd.DataFrame]:
 
 def write_journal(path: str | os.PathLike, settings: dict, rows: Iterable[Row]) -> Path:
     """Write a whole journal at once, atomically (merging shards, converting a legacy one)."""
-    from .atomic import atomic_write
     with atomic_write(path, newline="") as fh:
         fh.write(SETTINGS_PREFIX + json.dumps(settings, sort_keys=True) + "\n")
         writer = csv.writer(fh)

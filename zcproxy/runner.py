@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .api import resolve_proxies, score_timed
 from .context import ProxyContext
-from .journal import ENVIRONMENT, Journal, JournalError, Row, error_kind
+from .journal import ENVIRONMENT, Journal, JournalError, Row, error_kind, journal_in_use
 from .registry import get_proxy
 
 
@@ -276,8 +276,14 @@ def adopt_journal(path: str | os.PathLike, job: ScoringJob, *,
     (scores unchanged, byte for byte); returns what was done, one line.  A journal that
     already records its settings is only checked.
     """
-    from .journal import read_journal, write_journal
     path = Path(path)
+    with journal_in_use(path):
+        return _adopt(path, job, scores_path, recorded)
+
+
+def _adopt(path: Path, job: ScoringJob, scores_path: str | os.PathLike | None,
+           recorded: dict | None) -> str:
+    from .journal import read_journal, write_journal
     if not path.exists():
         raise JournalError(f"--adopt: {path} does not exist; there is nothing to adopt")
     settings, bench = run_settings(job)
