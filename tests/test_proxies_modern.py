@@ -482,6 +482,25 @@ def test_tenas_lr_counts_on_a_one_channel_copy():
     assert 1 <= lr <= 3000 and lr == zcproxy.score(model, "tenas_lr", inputs=x)
 
 
+
+def test_tenas_lr_says_why_a_network_cannot_be_narrowed_and_what_to_do():
+    """A NAS-Bench-101 cell splits and truncates channels outside its convolutions, so its
+    1-channel copy cannot run: the error says so and names the full-width reading, which
+    works (on NAS-Bench-101 the package's own "input channel < output channels" was all a user
+    saw)."""
+    from zcproxy.nasbench.nb101 import build_network
+    matrix = np.array([[0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 1],
+                       [0, 0, 0, 0, 0]])
+    net = build_network(matrix, ["input", "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3",
+                                 "output"], stem_channels=8, num_stacks=1, cells_per_stack=1)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"1-channel copy of Network cannot run \(ValueError: "
+                                         r"input channel < output channels.*width=None, "
+                                         r"channels=None"):
+        zcproxy.score(net, "tenas_lr", inputs=x)
+    assert zcproxy.score(net, "tenas_lr", inputs=x, width=None, channels=None) >= 1
+
+
 # --------------------------------------------------------------------------- all of them
 
 

@@ -669,7 +669,15 @@ def narrow_copy(model: nn.Module, width: int, example: torch.Tensor, seed: int) 
     devices = [example.device.index or 0] if example.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
-        clone(example)
+        try:
+            clone(example)
+        except (RuntimeError, ValueError, AssertionError) as err:
+            raise ValueError(
+                f"the {width}-channel copy of {type(model).__name__} cannot run "
+                f"({type(err).__name__}: {err}): code outside its convolutions fixes channel "
+                "counts or input sizes (a channel truncation such as NAS-Bench-101's, a "
+                "reshape by channel count, an input-size check); score the full-width network "
+                "instead (tenas_lr: width=None, channels=None)") from err
     return clone
 
 
