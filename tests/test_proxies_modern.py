@@ -482,7 +482,6 @@ def test_tenas_lr_counts_on_a_one_channel_copy():
     assert 1 <= lr <= 3000 and lr == zcproxy.score(model, "tenas_lr", inputs=x)
 
 
-
 def test_tenas_lr_says_why_a_network_cannot_be_narrowed_and_what_to_do():
     """A NAS-Bench-101 cell splits and truncates channels outside its convolutions, so its
     1-channel copy cannot run: the error says so and names the full-width reading, which

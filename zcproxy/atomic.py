@@ -30,10 +30,7 @@ class FileInUse(OSError):
     """Another process holds the append-only record this one was about to write."""
 
 
-SEARCH_WRITER = "a search with the same output folder"
-
-
-def lock_exclusively(fh: IO, path: str | os.PathLike, writer: str = SEARCH_WRITER) -> None:
+def lock_exclusively(fh: IO, path: str | os.PathLike, writer: str) -> None:
     """Hold an advisory exclusive lock on the open file ``fh`` until it is closed.
 
     Two processes appending to one search log (the same command started twice, or a run

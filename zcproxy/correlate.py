@@ -175,15 +175,17 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     out = Path(args.out) if args.out else default_out(args)
     check_out_folder(out)
-    own = shard_journal(out, *parse_shard(args.shard)) if args.shard else out / "journal.csv"
+    journal_path = (shard_journal(out, *parse_shard(args.shard)) if args.shard
+                    else out / "journal.csv")
     # From --fresh to the tables, this folder's journal is this command's alone.
-    with journal_in_use(own):
-        return score_and_report(args, out, proxies)
+    with journal_in_use(journal_path):
+        return score_and_report(args, out, journal_path, proxies)
 
 
-def score_and_report(args: argparse.Namespace, out: Path, proxies: list[str]) -> int:
-    """Everything after the arguments are checked: score into ``out``'s journal (or merge
-    its shards, or convert it) and write the tables."""
+def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
+                     proxies: list[str]) -> int:
+    """Everything after the arguments are checked: score into ``journal_path`` (or merge
+    ``out``'s shards, or convert its journal) and write the tables."""
     threads = args.threads or (1 if args.workers > 1 or args.executor == "ray" else 0)
     job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
                      seed=args.seed, device=args.device, data_dir=args.data_dir,
@@ -212,11 +214,10 @@ def score_and_report(args: argparse.Namespace, out: Path, proxies: list[str]) ->
     if args.merge:
         journal = merge_shards(out, indices, proxies, settings, bench.table(args.dataset))
     else:
-        path = out / "journal.csv"
+        path = journal_path
         if args.shard:
             shard, count = parse_shard(args.shard)
             indices = shard_indices(indices, shard, count)
-            path = shard_journal(out, shard, count)
         executor = make_executor(args.executor, workers=args.workers, threads=threads,
                                  ray_address=args.ray_address, chunk_size=args.chunk_size)
         try:

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from .api import resolve_proxies, score_timed
 from .context import ProxyContext
-from .journal import ENVIRONMENT, Journal, JournalError, Row, error_kind, journal_in_use
+from .journal import (ENVIRONMENT, Journal, JournalError, Row, error_kind, journal_in_use,
+                      read_journal, write_journal)
 from .registry import get_proxy
 
 
@@ -283,7 +284,6 @@ def adopt_journal(path: str | os.PathLike, job: ScoringJob, *,
 
 def _adopt(path: Path, job: ScoringJob, scores_path: str | os.PathLike | None,
            recorded: dict | None) -> str:
-    from .journal import read_journal, write_journal
     if not path.exists():
         raise JournalError(f"--adopt: {path} does not exist; there is nothing to adopt")
     settings, bench = run_settings(job)

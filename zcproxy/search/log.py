@@ -46,7 +46,7 @@ class SearchLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         try:
-            lock_exclusively(self._fh, self.path)
+            lock_exclusively(self._fh, self.path, "a search with the same output folder")
             self.events = read_events(self.path, repair=True)
         except BaseException:
             self._fh.close()
