@@ -7,10 +7,12 @@ process; the run must still finish with every architecture scored exactly once.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from test_runner import calls, probe_job, rows, unload_plugin, write_plugin
+from test_runner import (calls, interrupt_once_written, probe_job, rows, running, unload_plugin,
+                         write_plugin)
 from zcproxy.executors import RayExecutor
 from zcproxy.nasbench import get_benchmark
 from zcproxy.runner import run_scoring
@@ -76,3 +78,21 @@ def test_ray_executor_reports_a_task_that_keeps_failing(local_ray, tmp_path):
         with pytest.raises(RuntimeError, match="(?s)failed 2 times.*no_such_plugin_zc"):
             run_scoring(job, [0], tmp_path / "j.csv", progress=False, executor=executor)
 
+
+
+def test_an_interrupted_ray_run_cancels_its_chunks_in_flight(local_ray, indices, tmp_path):
+    """On a Ray instance it did not start, closing the executor leaves Ray running: without
+    cancelling, the hung chunk would go on in its worker after the user stopped the run."""
+    log, hung = tmp_path / "calls.txt", tmp_path / "hung"
+    interrupt_once_written(hung)
+    with pytest.raises(KeyboardInterrupt):
+        with RayExecutor(chunk_size=1) as executor:
+            run_scoring(probe_job(log, hang_marker=str(hung)), indices[:3],
+                        tmp_path / "j.csv", progress=False, executor=executor)
+    pid = int(hung.read_text())
+    deadline = time.monotonic() + 60
+    while running(pid) and time.monotonic() < deadline:  # a forced cancel kills the worker
+        time.sleep(0.2)
+    assert not running(pid)
+    # Nothing unfinished is journaled (a chunk done but not yet collected is scored again).
+    assert set(repr(v) for v in rows(tmp_path / "j.csv")["score"]) <= set(calls(log))

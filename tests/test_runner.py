@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -33,13 +37,14 @@ PROBES = ("zc_test_probe", "zc_test_fail")
 PLUGIN_SOURCE = '''
 """Test-only proxies, imported by every worker through ScoringJob.plugins."""
 import os
+import time
 
 from zcproxy.registry import register_proxy
 
 
 @register_proxy("zc_test_probe", needs_forward=False, replace=True,
                 description="sum of the initial weights; logs each finished call")
-def probe(ctx, log="", crash_marker=""):
+def probe(ctx, log="", crash_marker="", hang_marker=""):
     value = float(sum(float(p.detach().double().sum()) for p in ctx.model.parameters()))
     # Not an option: options are part of a run's settings, and a resumed run must match them.
     interrupt_after = int(os.environ.get("ZC_TEST_INTERRUPT_AFTER", "-1"))
@@ -51,6 +56,14 @@ def probe(ctx, log="", crash_marker=""):
         try:  # O_EXCL: exactly one call in the whole run wins and takes its process down
             os.close(os.open(crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             os._exit(3)
+        except FileExistsError:
+            pass
+    if hang_marker:
+        try:  # likewise one call hangs, after writing down which process it is in
+            fd = os.open(hang_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, f"{os.getpid()}\\n".encode())
+            os.close(fd)
+            time.sleep(600)
         except FileExistsError:
             pass
     if log:
@@ -166,6 +179,43 @@ def test_process_pool_recovers_from_a_dying_worker(plugin, tss, tmp_path):
     assert marker.exists()  # a worker did die
     assert sorted(done["index"]) == sorted(indices[:3]) and (done["error"] == "").all()
     assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])  # each once
+
+
+def interrupt_once_written(marker: Path) -> None:
+    """Ctrl-C for this process as soon as ``marker`` exists (a hung call has started)."""
+    def watch():
+        while not marker.exists() or not marker.read_text().strip():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_an_interrupted_pool_stops_the_architectures_in_flight_instead_of_waiting(
+        plugin, tss, tmp_path):
+    _, indices = tss
+    log, hung = tmp_path / "calls.txt", tmp_path / "hung"
+    job = probe_job(log, hang_marker=str(hung))  # one call sleeps for 10 minutes
+    interrupt_once_written(hung)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ProcessPoolExecutor(1, threads=1) as pool:
+            run_scoring(job, indices[:3], tmp_path / "j.csv", progress=False, executor=pool)
+    assert time.monotonic() - start < 120  # not the hung call's 600 s
+    assert not running(int(hung.read_text()))
+    finished = calls(log)
+    assert len(finished) < 3  # the hung call never finished
+    assert set(repr(v) for v in rows(tmp_path / "j.csv")["score"]) <= set(finished)
+    again = run_scoring(job, indices[:3], tmp_path / "j.csv", progress=False)
+    assert sorted(again["index"]) == sorted(indices[:3])  # the next run scores the rest
 
 
 def test_a_failing_proxy_is_recorded_with_its_error(plugin, tss, tmp_path):

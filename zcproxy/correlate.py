@@ -226,8 +226,9 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
                                       executor=executor, retry_failed=args.retry_failed,
                                       notify=_announce)
         except KeyboardInterrupt as stop:
-            print(f"\ninterrupted: every finished architecture is in {path}; run the same "
-                  "command again to continue from there", file=sys.stderr)
+            print(f"\ninterrupted: every finished architecture is in {path} (those in flight "
+                  "were stopped, not waited for); run the same command again to continue from "
+                  "there", file=sys.stderr)
             return 143 if isinstance(stop, Terminated) else 130
         if args.shard:
             done = journal.drop_duplicates("index")

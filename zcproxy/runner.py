@@ -13,6 +13,7 @@ architecture only with ``retry_failed``.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib
@@ -549,7 +550,7 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
     own = executor is None
     if own:
         executor = make_executor("local", workers=workers)
-    try:
+    with executor if own else contextlib.nullcontext():  # one passed in is left open
         with Journal(journal_path, settings) as journal:
             if journal.legacy:
                 raise JournalError(
@@ -577,9 +578,6 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
                     bar.update(1)
             bar.close()
             return journal.read()
-    finally:
-        if own:
-            executor.close()
 
 
 def proxy_versions(names: Sequence[str]) -> dict[str, str]:
