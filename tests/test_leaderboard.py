@@ -57,6 +57,15 @@ def test_correlate_reports_an_ensemble_like_a_proxy(tmp_path):
     assert scores["pair"].to_numpy() == pytest.approx(expected.to_numpy())
     assert table.loc["pair", "kendall"] == pytest.approx(
         kendalltau(expected, scores["accuracy"]).statistic)
+    # The leaderboard of that run, under a name of its own, agrees with correlate's table.
+    boards = tmp_path / "boards"
+    assert leaderboard.main(["--bench", "nats-tss", "--run", str(out), "--name", "tss-pair",
+                             "--ensemble", "pair=log_rank:logsynflow,synflow", "--bootstrap",
+                             "0", "--out", str(boards)]) == 0
+    assert sorted(f.name for f in boards.iterdir()) == [
+        "tss-pair-cifar10-members.csv", "tss-pair-cifar10.csv", "tss-pair-cifar10.md"]
+    board = pd.read_csv(boards / "tss-pair-cifar10.csv").set_index("name")
+    assert board.loc["pair", "kendall"] == pytest.approx(table.loc["pair", "kendall"])
 
 
 def test_other_datasets_get_their_own_or_labelled_images():

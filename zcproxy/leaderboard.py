@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "rank, max_abs = FreeREA's); repeatable")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--data-dir", default=None, help="benchmark data folder")
-    p.add_argument("--out", default="runs/leaderboard", help="folder for <bench>-<dataset>.md/.csv")
+    p.add_argument("--name", default=None,
+                   help="file-name stem of the tables (default: --bench), so that two studies "
+                        "of one benchmark sit side by side, e.g. --name nb101-zoo")
+    p.add_argument("--out", default="runs/leaderboard",
+                   help="folder for <name>-<dataset>.md/.csv")
     return p
 
 
@@ -200,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 ensembles=ensembles, n_boot=args.bootstrap)
             members = member_contributions(scores, accuracy=accuracy, ensembles=ensembles,
                                            n_boot=args.bootstrap)
-            stem = out / f"{args.bench}-{dataset}"
+            stem = out / f"{args.name or args.bench}-{dataset}"
             write_csv(board, stem.with_suffix(".csv"), index=False)
             contributions = ""
             if len(members):

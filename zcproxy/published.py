@@ -61,6 +61,16 @@ _ABDELFATTAH: dict[str, tuple[float, float, float]] = {
     "jacob_cov": (.731, .704, .701),
 }
 
+# ZiCo (Li et al., ICLR 2023) Fig. 3: τ and ρ against NAS-Bench-101 CIFAR-10 test accuracy
+# (the paper does not say on how many cells), read from the figure's bar labels: the text
+# confirms τ for ZiCo (0.46) and #Params (0.31), the rest follows the bars' order.
+_ZICO_NB101_SOURCE = "ZiCo (ICLR 2023) Fig. 3"
+_ZICO_NB101: dict[str, tuple[float, float]] = {
+    "grad_norm": (-.17, -.25), "snip": (-.12, -.17), "grasp": (.20, .29),
+    "fisher": (-.20, -.28), "synflow": (.23, .35), "zen": (.46, .63), "n_flops": (.31, .44),
+    "n_params": (.31, .43), "zico": (.46, .63),
+}
+
 _OTHERS: dict[tuple[str, str, str], Figure] = {
     ("nats-tss", "gradsign", "cifar10"): (NAN, 0.765, "GradSign (ICLR 2022)"),
     ("nats-tss", "gradsign", "cifar100"): (NAN, 0.793, "GradSign (ICLR 2022)"),
@@ -81,6 +91,8 @@ def _all_figures() -> dict[tuple[str, str, str], list[Figure]]:
         for dataset, rho in zip(_DATASETS, rhos):
             table.setdefault(("nats-tss", proxy, dataset), []).append(
                 (NAN, rho, _ABDELFATTAH_SOURCE))
+    for proxy, (tau, rho) in _ZICO_NB101.items():
+        table.setdefault(("nb101", proxy, "cifar10"), []).append((tau, rho, _ZICO_NB101_SOURCE))
     for key, figure in _OTHERS.items():
         table.setdefault(key, []).append(figure)
     return table
