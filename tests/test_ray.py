@@ -79,7 +79,6 @@ def test_ray_executor_reports_a_task_that_keeps_failing(local_ray, tmp_path):
             run_scoring(job, [0], tmp_path / "j.csv", progress=False, executor=executor)
 
 
-
 def test_an_interrupted_ray_run_cancels_its_chunks_in_flight(local_ray, indices, tmp_path):
     """On a Ray instance it did not start, closing the executor leaves Ray running: without
     cancelling, the hung chunk would go on in its worker after the user stopped the run."""

@@ -42,6 +42,17 @@ import time
 from zcproxy.registry import register_proxy
 
 
+def first_call(marker):
+    """True for exactly one call in the whole run (O_EXCL), which writes its process id there."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\\n".encode())
+    os.close(fd)
+    return True
+
+
 @register_proxy("zc_test_probe", needs_forward=False, replace=True,
                 description="sum of the initial weights; logs each finished call")
 def probe(ctx, log="", crash_marker="", hang_marker=""):
@@ -52,20 +63,10 @@ def probe(ctx, log="", crash_marker="", hang_marker=""):
         with open(log) as fh:
             if len(fh.read().split()) >= interrupt_after:
                 raise KeyboardInterrupt  # as if the user pressed Ctrl-C here
-    if crash_marker:
-        try:  # O_EXCL: exactly one call in the whole run wins and takes its process down
-            os.close(os.open(crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            os._exit(3)
-        except FileExistsError:
-            pass
-    if hang_marker:
-        try:  # likewise one call hangs, after writing down which process it is in
-            fd = os.open(hang_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, f"{os.getpid()}\\n".encode())
-            os.close(fd)
-            time.sleep(600)
-        except FileExistsError:
-            pass
+    if crash_marker and first_call(crash_marker):
+        os._exit(3)  # takes its process down
+    if hang_marker and first_call(hang_marker):
+        time.sleep(600)
     if log:
         with open(log, "a") as fh:
             fh.write(repr(value) + "\\n")

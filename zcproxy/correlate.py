@@ -214,7 +214,6 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
     if args.merge:
         journal = merge_shards(out, indices, proxies, settings, bench.table(args.dataset))
     else:
-        path = journal_path
         if args.shard:
             shard, count = parse_shard(args.shard)
             indices = shard_indices(indices, shard, count)
@@ -222,17 +221,17 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
                                  ray_address=args.ray_address, chunk_size=args.chunk_size)
         try:
             with executor, sigterm_as_interrupt():
-                journal = run_scoring(job, indices, path, progress=not args.no_progress,
+                journal = run_scoring(job, indices, journal_path, progress=not args.no_progress,
                                       executor=executor, retry_failed=args.retry_failed,
                                       notify=_announce)
         except KeyboardInterrupt as stop:
-            print(f"\ninterrupted: every finished architecture is in {path} (those in flight "
+            print(f"\ninterrupted: every finished architecture is in {journal_path} (those in flight "
                   "were stopped, not waited for); run the same command again to continue from "
                   "there", file=sys.stderr)
             return 143 if isinstance(stop, Terminated) else 130
         if args.shard:
             done = journal.drop_duplicates("index")
-            print(f"shard {args.shard}: {len(done)} of {len(indices)} architectures in {path}; "
+            print(f"shard {args.shard}: {len(done)} of {len(indices)} architectures in {journal_path}; "
                   f"once every shard is done, run the same command with --merge instead of "
                   f"--shard where all journal.shard-*-of-{count}.csv files are, to write the "
                   "tables")
