@@ -118,3 +118,30 @@ def test_member_contributions_against_the_aggregates_built_directly():
     wrong = table.set_index("member").loc["entropic"]
     assert wrong.delta < 0 and wrong.delta_hi < 0 and wrong.share_above < 0.05
     assert "`entropic`" in leaderboard.contributions_markdown(table)
+
+
+def test_a_run_of_cifar100_networks_labels_the_rows_that_saw_cifar10_images(tmp_path, capsys):
+    """The data folder has no CIFAR-100 images, so NASWOT on CIFAR-100 networks sees CIFAR-10
+    images: its row (and an aggregate with it) is marked †, the data-free LogSynflow's is not,
+    the tables are named after the networks and rank CIFAR-100 accuracy by default, and a
+    --network-dataset that contradicts the run is an error."""
+    out = tmp_path / "run"
+    assert correlate.main(["--bench", "nats-tss", "--dataset", "cifar100", "--sample", "5",
+                           "--proxies", "logsynflow,naswot", "--batch-size", "8",
+                           "--no-baselines", "--bootstrap", "0", "--out", str(out),
+                           "--no-progress"]) == 0
+    boards = tmp_path / "boards"
+    args = ["--bench", "nats-tss", "--run", str(out), "--bootstrap", "0", "--out", str(boards),
+            "--ensemble", "both=mean_rank:logsynflow,naswot"]
+    assert leaderboard.main(args) == 0
+    text = (boards / "nats-tss-cifar100-networks-cifar100.md").read_text()
+    assert "networks built for cifar100" in text
+    assert "image batch was cifar10 (no cifar100 images in the data folder)" in text
+    rows = {line.split("`")[1]: line for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert "†" in rows["naswot"] and "†" in rows["both"] and "†" not in rows["logsynflow"]
+    board = pd.read_csv(boards / "nats-tss-cifar100-networks-cifar100.csv").set_index("name")
+    assert board["needs_data"].to_dict() == {"naswot": True, "both": True, "logsynflow": False}
+    capsys.readouterr()
+    assert leaderboard.main(args + ["--network-dataset", "cifar10"]) == 2
+    assert "contradicts" in capsys.readouterr().err

@@ -469,6 +469,27 @@ def test_tenas_lr_by_hand():
     assert zcproxy.score(model, "tenas_lr", inputs=x, width=None, crop=1, channels=None) == 3.0
 
 
+@pytest.mark.parametrize("arch", [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|",
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"])
+def test_a_full_width_region_count_over_64_inputs_saturates(arch):
+    """Why VKDNW's TE-NAS row is set beside ``tenas_ntk`` (zcproxy.published): their
+    AZ-NAS-derived count takes the ReLU patterns of 64 Gaussian 32x32 inputs through the
+    full-width NATS network, and every input has a pattern of its own, so the count is 64 on
+    every such network and their rank sum orders cells by the NTK alone."""
+    torch.manual_seed(0)
+    net = tss_network(arch, 10).train()
+    layers = []
+    hooks = [m.register_forward_hook(lambda _m, a, out: layers.append(out.flatten(1) > 0)
+                                     if a[0].dim() == 4 else None)
+             for m in net.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        net(torch.randn(64, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert distinct_rows(torch.cat(layers, 1).numpy()) == 64
+
+
 def test_tenas_lr_counts_on_a_one_channel_copy():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),

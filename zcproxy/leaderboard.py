@@ -14,7 +14,9 @@ worth its cost only above them).  A proxy scored on fewer architectures than the
 study that grows) says so in its ``n`` column; every row is computed on the architectures it
 has.  Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
 the same architectures; the score is the one the run computed (its networks, its images), and
-the table says which dataset the networks were built for.
+the table says which dataset the networks were built for.  When that dataset's images were not
+in the data folder (the run's ``run.json`` records the stand-in, CIFAR-10), every row whose score
+depends on the image batch is marked † and the caption says which images it saw.
 """
 from __future__ import annotations
 
@@ -58,15 +60,22 @@ def _proxy_columns(scores: pd.DataFrame) -> dict[str, pd.Series]:
 def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, dataset: str,
                 ensembles: Sequence[EnsembleSpec] = (), n_boot: int = 1000,
                 seed: int = 0) -> pd.DataFrame:
-    """One row per proxy / ensemble / baseline in ``scores`` against ``accuracy`` (aligned)."""
+    """One row per proxy / ensemble / baseline in ``scores`` against ``accuracy`` (aligned).
+
+    ``needs_data`` marks the rows whose score depends on the real-image batch (a
+    data-dependent proxy, or an aggregate with one among its members): the rows to label when
+    that batch was not the networks' own dataset.
+    """
     columns = _proxy_columns(scores)
     seconds = {p: float(pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").median())
                for p in columns}
     kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in columns}
+    needs_data = {p: get_proxy(p).needs_data for p in columns}
     for name, rule, members in ensembles:
         columns[name] = _ensemble_column(columns, name, rule, members)
         seconds[name] = float(sum(seconds[m] for m in members))
         kinds[name] = f"ensemble ({rule}: {'+'.join(members)})"
+        needs_data[name] = any(needs_data[m] for m in members)
     params = pd.to_numeric(scores["n_params"] if "n_params" in scores else scores["params"],
                            errors="coerce")
     acc = pd.to_numeric(accuracy, errors="coerce")
@@ -81,7 +90,7 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
                    if name not in ("n_params",) else math.nan)
         figures = published_all(bench, name, dataset)
         rows.append({
-            "name": name, "kind": kinds[name], "n": tau.n,
+            "name": name, "kind": kinds[name], "needs_data": needs_data[name], "n": tau.n,
             "kendall": tau.value, "kendall_lo": tau_ci[0], "kendall_hi": tau_ci[1],
             "spearman": rho.value, "spearman_lo": rho_ci[0], "spearman_hi": rho_ci[1],
             "partial_n_params": partial, "seconds": seconds[name],
@@ -142,17 +151,36 @@ def _signed(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:+.3f}"
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table (intervals in brackets)."""
+def to_markdown(table: pd.DataFrame, *, stand_in_images: bool = False) -> str:
+    """The leaderboard as a Markdown table (intervals in brackets).
+
+    With ``stand_in_images`` (the networks' own dataset had no images in the data folder) every
+    row that depends on the image batch is marked †, for the caption to explain.
+    """
     lines = ["| # | proxy | kind | n | τ [95 % CI] | ρ [95 % CI] | partial ρ given #params | "
              "s/arch | published τ/ρ |", "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(table.itertuples(index=False), 1):
+        mark = " †" if stand_in_images and r.needs_data else ""
         lines.append(
-            f"| {i} | `{r.name}` | {r.kind} | {r.n} | {_num(r.kendall)} [{_num(r.kendall_lo)}, "
+            f"| {i} | `{r.name}`{mark} | {r.kind} | {r.n} | {_num(r.kendall)} [{_num(r.kendall_lo)}, "
             f"{_num(r.kendall_hi)}] | {_num(r.spearman)} [{_num(r.spearman_lo)}, "
             f"{_num(r.spearman_hi)}] | {_num(r.partial_n_params)} | {r.seconds:.3f} | "
             f"{r.published or '–'} |")
     return "\n".join(lines)
+
+
+def _networks_and_images(record: dict, requested: str | None) -> tuple[str, str]:
+    """(dataset the run's networks were built for, images its data-dependent proxies saw).
+
+    Both come from the run's settings record; runs written before zcproxy recorded the image
+    source saw their own dataset's images (CIFAR-10 was the only dataset they could build).
+    """
+    recorded = record.get("dataset")
+    if requested and recorded and requested != recorded:
+        raise ValueError(f"--network-dataset {requested} contradicts the run's run.json, whose "
+                         f"networks were built for {recorded}")
+    network = requested or recorded or "cifar10"
+    return network, record.get("inputs_source") or network
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,18 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", required=True, help="benchmark the run scored (nb101, nats-sss, "
                    "nats-tss)")
     p.add_argument("--run", required=True, help="a correlate output folder (holds scores.csv)")
-    p.add_argument("--datasets", default="cifar10",
-                   help="comma-separated datasets whose accuracy to rank (default cifar10)")
-    p.add_argument("--network-dataset", default="cifar10",
-                   help="the dataset the run's networks were built for (default cifar10)")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated datasets whose accuracy to rank (default: the one the "
+                        "networks were built for)")
+    p.add_argument("--network-dataset", default=None,
+                   help="the dataset the run's networks were built for (default: the one the "
+                        "run's run.json records, else cifar10); a value that contradicts "
+                        "run.json is an error")
     p.add_argument("--ensemble", action="append", default=[], metavar="NAME=rule:p1,p2",
                    help="a rank aggregate to add (rules: mean_rank, log_rank = AZ-NAS's Σ log "
                         "rank, max_abs = FreeREA's); repeatable")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--data-dir", default=None, help="benchmark data folder")
     p.add_argument("--name", default=None,
-                   help="file-name stem of the tables (default: --bench), so that two studies "
-                        "of one benchmark sit side by side, e.g. --name nb101-zoo")
+                   help="file-name stem of the tables (default: --bench, or "
+                        "<bench>-<dataset>-networks for a run of CIFAR-100 / ImageNet16-120 "
+                        "networks), so that two studies of one benchmark sit side by side, "
+                        "e.g. --name nb101-zoo")
     p.add_argument("--out", default="runs/leaderboard",
                    help="folder for <name>-<dataset>.md/.csv")
     return p
@@ -191,12 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensembles = [parse_ensemble(e) for e in args.ensemble]
         if args.bootstrap < 0:
             raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        from .analysis import read_scores
+        from .analysis import read_scores, run_record
         scores = read_scores(args.run)
+        network_dataset, images = _networks_and_images(run_record(args.run) or {},
+                                                       args.network_dataset)
+        stand_in = images != network_dataset
         bench = get_benchmark(args.bench, data_dir=args.data_dir)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        name = args.name or (args.bench if network_dataset == "cifar10"
+                             else f"{args.bench}-{network_dataset}-networks")
+        datasets = args.datasets or network_dataset
+        for dataset in [d.strip() for d in datasets.split(",") if d.strip()]:
             table = bench.table(dataset)
             accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
                                  index=scores.index)
@@ -204,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 ensembles=ensembles, n_boot=args.bootstrap)
             members = member_contributions(scores, accuracy=accuracy, ensembles=ensembles,
                                            n_boot=args.bootstrap)
-            stem = out / f"{args.name or args.bench}-{dataset}"
+            stem = out / f"{name}-{dataset}"
             write_csv(board, stem.with_suffix(".csv"), index=False)
             contributions = ""
             if len(members):
@@ -217,14 +256,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "interval that excludes 0 means the member helps (or hurts) on this "
                     "sample.\n\n" + contributions_markdown(members) + "\n")
             split = getattr(bench, "accuracy_split", "")
+            images_note = (f" † data-dependent (the proxy, or a member of the aggregate): "
+                           f"its image batch was {images}, not {network_dataset} images."
+                           if stand_in else "")
             write_text(stem.with_suffix(".md"), (
                 f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
                 f"{len(scores)} architectures of `{args.run}`; networks built for "
-                f"{args.network_dataset}{'; accuracy: ' + split if split else ''}. "
+                f"{network_dataset}{'; accuracy: ' + split if split else ''}.{images_note} "
                 "Intervals: bootstrap 95 %. s/arch: median seconds on the machine that scored "
                 "them; work shared between proxies (one backward, one traced forward) is charged to the "
                 "first proxy that needed it, so a 0.000 means \"free once its partner ran\"; "
-                "an ensemble costs the sum of its members.\n\n" + to_markdown(board) + "\n"
+                "an ensemble costs the sum of its members.\n\n"
+                + to_markdown(board, stand_in_images=stand_in) + "\n"
                 + contributions))
             print(f"{stem}.md: {len(board)} rows")
     except (ValueError, KeyError, FileNotFoundError) as err:

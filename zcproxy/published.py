@@ -45,6 +45,12 @@ _VKDNW: dict[str, tuple[tuple[float, float], ...]] = {
     "vkdnw": ((.750, .919), (.753, .919), (.743, .906)),
 }
 _DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+# VKDNW's TE-NAS (ondratybl/VKDNW NB201/ZeroShotProxy/compute_te_nas_score.py, from AZ-NAS)
+# counts linear regions over its 64 Gaussian inputs through the full-width network, where every
+# input gets a pattern of its own (64 of 64 on 39 of the first 40 NATS-tss cells of our
+# sample, measured), so its rank sum of NTK and region count orders cells by the NTK condition
+# number alone: its row is also shown beside ``tenas_ntk``.
+_VKDNW_TENAS_AS_NTK = "VKDNW (CVPR 2025) Table 1, TE-NAS: in effect the NTK alone"
 
 # The NAS-Bench-Suite-Zero proxies' own authors (Abdelfattah et al., "Zero-Cost Proxies for
 # Lightweight NAS", ICLR 2021): SamsungLabs/zero-cost-nas, notebooks/nasbench201_correlations.ipynb
@@ -87,6 +93,9 @@ def _all_figures() -> dict[tuple[str, str, str], list[Figure]]:
     for proxy, rows in _VKDNW.items():
         for dataset, (tau, rho) in zip(_DATASETS, rows):
             table.setdefault(("nats-tss", proxy, dataset), []).append((tau, rho, _VKDNW_SOURCE))
+    for dataset, (tau, rho) in zip(_DATASETS, _VKDNW["tenas"]):
+        table.setdefault(("nats-tss", "tenas_ntk", dataset), []).append(
+            (tau, rho, _VKDNW_TENAS_AS_NTK))
     for proxy, rhos in _ABDELFATTAH.items():
         for dataset, rho in zip(_DATASETS, rhos):
             table.setdefault(("nats-tss", proxy, dataset), []).append(
