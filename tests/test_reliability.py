@@ -453,10 +453,12 @@ def _read_only(tmp_path: Path) -> list[str]:
     return ["--out", str(folder)]
 
 
-def _empty_run_json(tmp_path: Path) -> list[str]:
-    (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "run.json").write_text("")
-    return ["--out", str(tmp_path / "o")]
+def _run_json(text: str):
+    def make(tmp_path: Path) -> list[str]:
+        (tmp_path / "o").mkdir()
+        (tmp_path / "o" / "run.json").write_text(text)
+        return ["--out", str(tmp_path / "o")]
+    return make
 
 
 def _official_csv(tmp_path: Path) -> list[str]:
@@ -484,7 +486,9 @@ MISTAKES = {
     "sample too large": (lambda t: ["--sample", "99999"], "use --all"),
     "no workers": (lambda t: ["--workers", "0"], "--workers 0"),
     "official path is a csv": (_official_csv, "not an official NATS-Bench source"),
-    "empty run.json": (_empty_run_json, "run.json is not a settings record"),
+    "empty run.json": (_run_json(""), "run.json is not a settings record (empty or not JSON"),
+    "run.json a list": (_run_json("[1]"), "run.json is not a settings record (a JSON list"),
+    "run.json without bench": (_run_json("{}"), "run.json is not a zcproxy settings record"),
     "accuracy cell abc": (_accuracy_abc, "nats_tss_hp200_test.csv: column cifar10_test_acc holds 'abc'"),
     "unknown device": (lambda t: ["--device", "cuad"], "not a torch device"),
 }

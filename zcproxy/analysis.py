@@ -59,16 +59,20 @@ def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
 
 def run_record(folder: str | os.PathLike) -> dict | None:
     """The settings record (``run.json``) of a correlate output folder, None if it has none;
-    IncompleteTable if it is there but not JSON."""
+    IncompleteTable if it is there but is not a JSON object (empty, cut short, edited)."""
     path = Path(folder) / "run.json"
     if not path.exists():
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise IncompleteTable(f"{path} is not a settings record ({err}); rerun the correlate "
-                              "command on that folder") from None
-    return record if isinstance(record, dict) else None
+        raise IncompleteTable(f"{path} is not a settings record (empty or not JSON: {err}); "
+                              "restore it, or rerun the correlate command on that folder with "
+                              "--fresh") from None
+    if not isinstance(record, dict):
+        raise IncompleteTable(f"{path} is not a settings record (a JSON {type(record).__name__}, "
+                              "not an object); restore it, or rerun with --fresh")
+    return record
 
 
 def _recorded_output(folder: Path, name: str) -> dict | None:

@@ -34,6 +34,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from .analysis import run_record
 from .atomic import sha256_file, write_csv, write_text
 from .cli import UsageError, add_debug_flag, run_command
 from .ensemble import parse_ensemble
@@ -341,18 +342,12 @@ def discard_run(out: Path, shard: str | None = None) -> list[str]:
 
 
 def read_run_record(out: Path) -> dict | None:
-    """The folder's ``run.json`` or None; JournalError if it is there but unreadable."""
-    path = out / "run.json"
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise JournalError(f"{path} is not a settings record (empty or not JSON: {err}); "
-                           "restore it, or rescore with --fresh") from None
-    if not isinstance(record, dict) or "bench" not in record:
-        raise JournalError(f"{path} is not a zcproxy settings record; restore it, or rescore "
-                           "with --fresh")
+    """The folder's ``run.json`` or None; an error if it is there but is not a settings record
+    (``zcproxy.analysis.run_record`` reads it; a record must name its benchmark to be resumed)."""
+    record = run_record(out)
+    if record is not None and "bench" not in record:
+        raise JournalError(f"{out / 'run.json'} is not a zcproxy settings record; restore it, "
+                           "or rescore with --fresh")
     return record
 
 
