@@ -25,8 +25,9 @@ the Entropic Score, the seeds of its re-initialisations and inputs, the CIFAR-10
 one zcproxy documents, so both produce the same numbers: the benchmark checks that they do.
 Nothing here shares code with ``zcproxy.proxies``; only the benchmark adapters (to build the
 networks) and the CIFAR-10 reader (to get the same images) come from zcproxy.  The networks'
-pools are turned back into plain ``nn.AvgPool2d`` (NATS-Bench's code), so the baseline does not
-get zcproxy's channels-last pool (``ChannelsLastAvgPool2d``, bit-identical, faster).
+pools are turned back into plain ``nn.AvgPool2d`` / ``nn.MaxPool2d`` (the benchmarks' own code),
+so the baseline does not get zcproxy's channels-last pools (``zcproxy.nasbench.pooling``,
+bit-identical, faster).
 """
 from __future__ import annotations
 
@@ -179,13 +180,14 @@ class ReferenceScorer:
 
     def build(self, index: int) -> nn.Module:
         # The architecture's network exactly as zcproxy's runner builds it (same seed), with
-        # the pools NATS-Bench's own code has.
+        # the pools the benchmark's own code has.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.job.arch_seed(index))
             model = self.bench.build(index, self.dataset)
         for module in model.modules():
-            if isinstance(module, nn.AvgPool2d):
-                module.__class__ = nn.AvgPool2d
+            for torch_pool in (nn.AvgPool2d, nn.MaxPool2d):
+                if isinstance(module, torch_pool):
+                    module.__class__ = torch_pool
         return model
 
     def score(self, index: int, proxies: Sequence[str]) -> dict[str, float]:

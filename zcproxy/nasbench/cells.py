@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..surgery import mark_chain_links
+from .pooling import ChannelsLastAvgPool2d
 
 OP_NAMES: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
@@ -162,47 +163,6 @@ class ChannelProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
-
-
-class _ChannelsLastAvgPool(torch.autograd.Function):
-    """Average pooling whose forward runs on a channels-last copy and whose backward is
-    PyTorch's own (``aten.avg_pool2d_backward`` on the default layout, as autograd calls it for
-    ``nn.AvgPool2d``): the forward is the slow half on the CPU, and the channels-last backward
-    measured slower than the default one.  The backward is differentiable (GraSP's
-    Hessian-vector products go through it)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, pool: nn.AvgPool2d) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.args = (pool.kernel_size, pool.kernel_size if pool.stride is None else pool.stride,
-                    pool.padding, pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
-        channels_last = x.contiguous(memory_format=torch.channels_last)
-        return nn.AvgPool2d.forward(pool, channels_last).contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.avg_pool2d_backward(grad, x, *ctx.args), None
-
-
-class ChannelsLastAvgPool2d(nn.AvgPool2d):
-    """``nn.AvgPool2d`` whose CPU forward pools a channels-last copy of its input.
-
-    PyTorch's CPU kernel for NCHW tensors is slow on NATS-Bench's small maps (a 3x3 pool of a
-    64x16x32x32 batch took about as long as the 3x3 convolution of the same batch, and 46 % of
-    SWAP's time on a cell with pools); the channels-last kernel gives
-    bit-identical outputs 2-5x faster (``benchmarks/bench_pooling.py``).  The output is
-    returned in the default layout, so forward hooks (MeCo reads every module's output) see
-    the tensor they saw before, and the backward is PyTorch's own, so gradients are
-    bit-identical too; ``tests/test_nats.py`` checks the equality on whole networks, logits,
-    gradients and proxies.  Other devices, and inputs that are not contiguous in the default
-    layout, use ``nn.AvgPool2d`` as is.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous():
-            return super().forward(x)
-        return _ChannelsLastAvgPool.apply(x, self)
 
 
 class AvgPool3x3(nn.Module):
