@@ -589,6 +589,10 @@ def test_verify_reports_equal_scores_differences_and_foreign_architectures(tmp_p
     assert not moved.reproduced
     assert moved.proxies[0].equal == 3 and moved.proxies[0].max_relative == pytest.approx(1e-3)
     assert moved.proxies[0].kendall == pytest.approx(1.0)
+    # NaN in both runs (unscored, or undefined in both) counts neither as a score nor as equal
+    unscored = compare_scores(_scores([1.0, np.nan, 3.0, np.nan]), _scores([1.0, np.nan, 3.5, 4.0]))
+    assert (unscored.proxies[0].n, unscored.proxies[0].equal) == (3, 1)
+    assert not unscored.proxies[0].same_nonfinite
     foreign = compare_scores(_scores([1.0, 2.0, 3.0, -np.inf], ["a0", "zz", "a2", "a3"]), ref)
     assert foreign.arch_mismatches == [1] and not foreign.reproduced
     for name, frame in (("ref", ref), ("new", _scores([1.0, 2.0, 3.003, -np.inf]))):

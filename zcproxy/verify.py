@@ -43,8 +43,8 @@ class ProxyComparison:
     """One proxy's scores in two runs, over the architectures both scored."""
 
     proxy: str
-    n: int                 # architectures with a score (or a recorded NaN) in both runs
-    equal: int             # of them, bit-for-bit equal (NaN = NaN, -inf = -inf)
+    n: int                 # architectures with a value in at least one run (not NaN in both)
+    equal: int             # of them, bit-for-bit equal (-inf = -inf)
     within: int            # of them, equal within the relative tolerance
     max_relative: float    # largest |new - ref| / |ref| over finite pairs (0 if all equal)
     kendall: float         # Kendall τ between the two runs' scores (finite pairs)
@@ -165,9 +165,13 @@ def compare_scores(new: pd.DataFrame, reference: pd.DataFrame, *,
 
 def _compare_proxy(proxy: str, x: np.ndarray, y: np.ndarray, rtol: float,
                    accuracy: tuple[np.ndarray, np.ndarray] | None = None) -> ProxyComparison:
-    present = ~(np.isnan(x) & np.isnan(y))  # both NaN: the same "no score", still counted
-    both_nan = np.isnan(x) & np.isnan(y)
-    equal = (x == y) | both_nan
+    # NaN in both tables is "no score" in both (never scored, or undefined in both): it is
+    # left out of n and of the equal count alike; same_nonfinite checks where NaNs fall.
+    present = ~(np.isnan(x) & np.isnan(y))
+    x, y = x[present], y[present]
+    if accuracy is not None:
+        accuracy = (accuracy[0][present], accuracy[1][present])
+    equal = x == y
     finite = np.isfinite(x) & np.isfinite(y)
     scale = np.maximum(np.abs(y), np.finfo(float).tiny)
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where not finite: unused
@@ -180,7 +184,7 @@ def _compare_proxy(proxy: str, x: np.ndarray, y: np.ndarray, rtol: float,
                           and np.array_equal(x[~finite], y[~finite], equal_nan=True))
     acc_tau = (math.nan, math.nan) if accuracy is None else tuple(
         float(kendall_tau(v, acc).value) for v, acc in ((x, accuracy[0]), (y, accuracy[1])))
-    return ProxyComparison(proxy, int(present.sum()), int(equal.sum()), int(within.sum()),
+    return ProxyComparison(proxy, len(x), int(equal.sum()), int(within.sum()),
                            worst, float(tau), float(rho), same_nonfinite, acc_tau)
 
 
