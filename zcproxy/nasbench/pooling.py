@@ -64,7 +64,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
     NAS-Bench-101's ``maxpool3x3`` op and its 2x2 downsampling are ``nn.MaxPool2d``; the NCHW
     forward of a 3x3 max-pool of a 16x128x32x32 batch took longer than the 128-channel 3x3
     convolution of it, half of SWAP's time on a NAS-Bench-101 network.  The channels-last
-    kernel gives the same maxima (NaN propagates in both) 2-7x faster, copies included.  Only
+    kernel gives the same maxima (NaN propagates in both) 3-5.5x faster, copies included
+    (a whole NAS-Bench-101 forward of 16 images 1.5x; ``benchmarks/POOLING.md``).  Only
     the forward without indices is fast there: the channels-last kernel that also returns the
     argmax (what autograd needs for the backward) is no faster than the NCHW one, so when the
     output will be differentiated (grad mode on and the input requires grad) the layer is
