@@ -32,19 +32,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from zcproxy.analysis import run_record  # noqa: E402
+from zcproxy.registry import available_proxies, get_proxy  # noqa: E402
 from zcproxy.verify import GATE_SPEARMAN, compare_runs  # noqa: E402
-
-STRUCTURAL = {"depth", "n_act", "n_conv", "n_flops", "n_params", "width"}
 
 
 def reference_proxies(reference: Path) -> list[str]:
-    """The proxies of the reference run's scores.csv (structural baselines left out: they do
-    no arithmetic that threads could reorder)."""
+    """The proxies of the reference run's scores.csv (the structural baselines left out: they
+    do no arithmetic that threads could reorder)."""
     import pandas as pd
     columns = pd.read_csv(reference / "scores.csv", nrows=0).columns
-    from zcproxy.registry import available_proxies
     known = set(available_proxies())
-    return [c for c in columns if c in known and c not in STRUCTURAL]
+    return [c for c in columns if c in known and not get_proxy(c).baseline]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,17 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=50, help="first architectures (default 50)")
     p.add_argument("--threads", type=int, default=2, help="threads of the one worker (default 2)")
     p.add_argument("--proxies", default=None,
-                   help="comma-separated (default: every proxy in the reference's scores.csv)")
+                   help="comma-separated (default: every proxy in the reference's scores.csv "
+                        "but the structural baselines)")
     p.add_argument("--fresh", action="store_true", help="rescore the runs/ folder")
     p.add_argument("--out", default=str(HERE / "THREADS.md"), help="report path")
     args = p.parse_args(argv)
     if args.sample < 1 or args.threads < 1:
         p.error("--sample and --threads must be >= 1")
     reference = Path(args.reference)
-    if not (reference / "run.json").exists():
+    record = run_record(reference)
+    if record is None:
         p.error(f"{reference} is not a correlate output folder (no run.json)")
-    import json
-    record = json.loads((reference / "run.json").read_text())
     if record.get("arithmetic", "exact") != "exact":
         p.error(f"{reference} holds {record['arithmetic']} scores; compare an exact run")
     proxies = args.proxies.split(",") if args.proxies else reference_proxies(reference)
