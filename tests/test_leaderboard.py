@@ -41,7 +41,7 @@ def test_bad_ensemble_specs_are_one_line_errors(text, capsys):
     assert len(err) == 1 and "ensemble" in err[0]
 
 
-def test_correlate_reports_an_ensemble_like_a_proxy(tmp_path):
+def test_correlate_reports_an_ensemble_like_a_proxy(tmp_path, capsys):
     out = tmp_path / "run"
     assert correlate.main(["--bench", "nats-tss", "--sample", "6", "--proxies",
                            "logsynflow,synflow", "--no-baselines", "--bootstrap", "0",
@@ -63,9 +63,67 @@ def test_correlate_reports_an_ensemble_like_a_proxy(tmp_path):
                              "--ensemble", "pair=log_rank:logsynflow,synflow", "--bootstrap",
                              "0", "--out", str(boards)]) == 0
     assert sorted(f.name for f in boards.iterdir()) == [
-        "tss-pair-cifar10-members.csv", "tss-pair-cifar10.csv", "tss-pair-cifar10.md"]
+        "summary.csv", "summary.md", "tss-pair-cifar10-members.csv", "tss-pair-cifar10.csv",
+        "tss-pair-cifar10.md"]
     board = pd.read_csv(boards / "tss-pair-cifar10.csv").set_index("name")
     assert board.loc["pair", "kendall"] == pytest.approx(table.loc["pair", "kendall"])
+    # The summary reads that table back; a second study in the folder joins it, said out loud.
+    summary = pd.read_csv(boards / "summary.csv").set_index("name")
+    assert summary.loc["pair", "tau:tss-pair-cifar10"] == pytest.approx(
+        board.loc["pair", "kendall"])
+    capsys.readouterr()
+    assert leaderboard.main(["--bench", "nats-tss", "--run", str(out), "--name", "tss-again",
+                             "--bootstrap", "0", "--out", str(boards)]) == 0
+    said = capsys.readouterr().out
+    assert "2 tables side by side, 1 of them from earlier runs" in said and "tss-pair" in said
+    summary = pd.read_csv(boards / "summary.csv").set_index("name")
+    assert summary.loc["logsynflow", "tables"] == 2 and summary.loc["pair", "tables"] == 1
+
+
+def test_leaderboard_summary_by_hand(tmp_path, capsys):
+    """Two tables of 3 and 4 rows.  `a` is 1st of 3 and 2nd of 4 (places 1/3, 2/4: median
+    5/12); `b` 2nd of 3 and 1st of 4 (median 5/12 too: the tie goes by name); `ens` exists in
+    one table only (last of 4: place 1) and ranks last; the baseline is ranked like any row; an
+    aggregate named alike in both tables but with other members stays two rows."""
+    from zcproxy import leaderboard_summary as ls
+    one = pd.DataFrame({"name": ["a", "b", "n_params"], "kind": ["proxy", "proxy", "baseline"],
+                        "n": [10, 10, 10], "kendall": [0.5, 0.4, 0.1]})
+    two = pd.DataFrame({"name": ["b", "a", "ens", "n_params"],
+                        "kind": ["proxy", "proxy", "ensemble (mean_rank: a+b)", "baseline"],
+                        "n": [20, 18, 20, 20], "kendall": [0.9, 0.8, 0.3, 0.6]})
+    summary = ls.summarize({"nats-tss-cifar10": one, "nats-sss-cifar10": two})
+    assert summary["name"].tolist() == ["a", "b", "n_params", "ens"]
+    row = summary.set_index("name")
+    assert row.loc["a", "median_place"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+    assert row.loc["n_params", "rank:nats-sss-cifar10"] == 3  # τ 0.6 is above ens's 0.3
+    assert row.loc["ens", "tables"] == 1 and math.isnan(row.loc["ens", "tau:nats-tss-cifar10"])
+    text = ls.to_markdown(summary, {"nats-tss-cifar10": one, "nats-sss-cifar10": two})
+    assert "0.800 (2/4, n 18)" in text and "0.900 (1/4) |" in text  # fewer architectures: said
+    assert "- **tss C10**: `nats-tss-cifar10.md`, 10 architectures, 3 rows" in text
+    # Same name, other members: two rows, not one that mixes them.
+    other = two.assign(kind=two["kind"].replace("ensemble (mean_rank: a+b)",
+                                                "ensemble (log_rank: a+b)"))
+    both = ls.summarize({"x-cifar10": two, "y-cifar10": other})
+    assert (both["name"] == "ens").sum() == 2
+    # The folder's tables, benchmark by benchmark; members' tables are not leaderboards.
+    for stem, frame in {"nats-tss-cifar100": one, "nb101-zoo-cifar10": two,
+                        "nats-tss-cifar10": one, "nats-tss-cifar10-members": one}.items():
+        frame.to_csv(tmp_path / f"{stem}.csv", index=False)
+    assert [p.stem for p in ls.table_files(tmp_path)] == [
+        "nb101-zoo-cifar10", "nats-tss-cifar10", "nats-tss-cifar100"]
+    assert ls.main([str(tmp_path)]) == 0
+    assert (tmp_path / "summary.md").read_text().count("\n| `") == 4
+    assert ls.table_files(tmp_path)[-1].stem == "nats-tss-cifar100"  # not summary.csv
+    # A --help a newcomer can follow; bad input gets one-line errors.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        ls.main(["--help"])
+    assert done.value.code == 0 and "rank divided by the table's rows" in capsys.readouterr().out
+    assert ls.main([str(tmp_path / "nowhere")]) == 2
+    assert "no leaderboard tables" in capsys.readouterr().err
+    pd.DataFrame({"index": [0], "score": [1.0]}).to_csv(tmp_path / "nats-sss-cifar10.csv")
+    assert ls.main([str(tmp_path)]) == 2
+    assert "nats-sss-cifar10: not a leaderboard table" in capsys.readouterr().err
 
 
 def test_other_datasets_get_their_own_or_labelled_images():

@@ -17,6 +17,9 @@ the same architectures; the score is the one the run computed (its networks, its
 the table says which dataset the networks were built for.  When that dataset's images were not
 in the data folder (the run's ``run.json`` records the stand-in, CIFAR-10), every row whose score
 depends on the image batch is marked † and the caption says which images it saw.
+
+After every run, ``summary.md`` in the output folder puts every table there side by side, one
+row per proxy (:mod:`zcproxy.leaderboard_summary`).
 """
 from __future__ import annotations
 
@@ -235,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = args.name or (args.bench if network_dataset == "cifar10"
                              else f"{args.bench}-{network_dataset}-networks")
         datasets = args.datasets or network_dataset
+        written: list[str] = []
         for dataset in [d.strip() for d in datasets.split(",") if d.strip()]:
             table = bench.table(dataset)
             accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
@@ -270,6 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + to_markdown(board, stand_in_images=stand_in) + "\n"
                 + contributions))
             print(f"{stem}.md: {len(board)} rows")
+            written.append(stem.name)
+        from .leaderboard_summary import write_summary
+        summary, read = write_summary(out)
+        earlier = [s for s in read if s not in written]
+        print(f"{summary}: {len(read)} tables side by side"
+              + (f", {len(earlier)} of them from earlier runs in {out} ({', '.join(earlier)})"
+                 if earlier else ""))
     except (ValueError, KeyError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
