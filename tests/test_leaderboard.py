@@ -107,13 +107,17 @@ def test_leaderboard_summary_by_hand(tmp_path, capsys):
     assert (both["name"] == "ens").sum() == 2
     # The folder's tables, benchmark by benchmark; members' tables are not leaderboards.
     for stem, frame in {"nats-tss-cifar100": one, "nb101-zoo-cifar10": two,
+                        "nats-tss-ImageNet16-120-networks-ImageNet16-120": one,
+                        "nats-tss-cifar100-networks-cifar100": one,
                         "nats-tss-cifar10": one, "nats-tss-cifar10-members": one}.items():
         frame.to_csv(tmp_path / f"{stem}.csv", index=False)
-    assert [p.stem for p in ls.table_files(tmp_path)] == [
-        "nb101-zoo-cifar10", "nats-tss-cifar10", "nats-tss-cifar100"]
+    order = ["nb101-zoo-cifar10", "nats-tss-cifar10", "nats-tss-cifar100",
+             "nats-tss-cifar100-networks-cifar100",
+             "nats-tss-ImageNet16-120-networks-ImageNet16-120"]
+    assert [p.stem for p in ls.table_files(tmp_path)] == order
     assert ls.main([str(tmp_path)]) == 0
     assert (tmp_path / "summary.md").read_text().count("\n| `") == 4
-    assert ls.table_files(tmp_path)[-1].stem == "nats-tss-cifar100"  # not summary.csv
+    assert [p.stem for p in ls.table_files(tmp_path)] == order  # not summary.csv
     # A --help a newcomer can follow; bad input gets one-line errors.
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:

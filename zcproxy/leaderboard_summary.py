@@ -46,7 +46,9 @@ def table_files(folder: str | Path) -> list[Path]:
         dataset = next((i for i, d in enumerate(_DATASET_ORDER) if stem.endswith("-" + d)),
                        None)
         name = stem if dataset is None else stem[:-len(_DATASET_ORDER[dataset]) - 1]
-        return bench, name, len(_DATASET_ORDER) if dataset is None else dataset
+        networks = next((i + 1 for i, d in enumerate(_DATASET_ORDER)
+                         if name.endswith(f"-{d}-networks")), 0)  # 0: CIFAR-10's own
+        return bench, networks, name, len(_DATASET_ORDER) if dataset is None else dataset
     return sorted((p for p in Path(folder).glob("*.csv")
                    if not p.stem.endswith("-members") and p.name != "summary.csv"), key=key)
 
