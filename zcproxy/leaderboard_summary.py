@@ -29,8 +29,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-_BENCH_ORDER = ("nb101", "nats-sss", "nats-tss")
-_DATASET_ORDER = ("cifar10", "cifar100", "ImageNet16-120")
+from .nasbench.nats import NUM_CLASSES
+
+_BENCH_ORDER = ("nb101", "nats-sss", "nats-tss")  # the order of the README's sections
+_DATASET_ORDER = tuple(NUM_CLASSES)  # cifar10, cifar100, ImageNet16-120: the NATS adapter's
 _SHORT = (("ImageNet16-120", "IN16"), ("cifar100", "C100"), ("cifar10", "C10"),
           ("nats-tss", "tss"), ("nats-sss", "sss"), ("-networks-", " nets · "), ("-", " "))
 
@@ -109,15 +111,14 @@ def to_markdown(summary: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> str:
     for r in summary.to_dict("records"):
         cells = []
         for label in labels:
-            tau = r.get(f"tau:{label}")
-            if tau is None or pd.isna(r.get(f"rank:{label}")):
-                cells.append("" if tau is None or pd.isna(tau) else f"{tau:.3f}")
+            if pd.isna(r[f"rank:{label}"]):  # not in this table, or no finite τ there
+                cells.append("")
                 continue
             n = int(r[f"n:{label}"])
             fewer = f", n {n:,}" if n < largest[label] else ""
-            cells.append(f"{tau:.3f} ({int(r[f'rank:{label}'])}/{len(tables[label])}{fewer})")
-        kind = r["kind"] if not str(r["kind"]).startswith("ensemble") else r["kind"].replace(
-            "+", " + ")
+            cells.append(f"{r[f'tau:{label}']:.3f} ({int(r[f'rank:{label}'])}/"
+                         f"{len(tables[label])}{fewer})")
+        kind = str(r["kind"]).replace("+", " + ")  # an aggregate's members, readable
         median = "–" if pd.isna(r["median_place"]) else f"{r['median_place']:.2f}"
         head.append(f"| `{r['name']}` | {kind} | {median} | " + " | ".join(cells) + " |")
     return ("# Every leaderboard table side by side\n\n"
