@@ -33,6 +33,36 @@ def test_leaderboard_rows_by_hand():
     assert leaderboard.to_markdown(board).count("\n") == len(board) + 1
 
 
+def test_undefined_last_ranks_unscorable_architectures_below_the_rest():
+    """5 architectures, accuracy 1..5.  ``naswot`` could not score the worst one (NaN, as for
+    a NATS-tss cell whose output does not depend on its input) and ranks the other four
+    perfectly: τ = 1 over n = 4, and τ = 1 over all 5 with the NaN ranked last.  ``synflow``
+    gives −inf to the *best* one: dropped, τ = 1 over 4; ranked last, 4 of the 10 pairs are
+    discordant, τ = (6 − 4)/10 = 0.2.  ``grasp`` has not reached the last two architectures
+    (no seconds): they are left out of both figures, not ranked last.  The ensemble is
+    undefined where a member is NaN (−inf is a rank like any other), so it drops the worst
+    architecture and ranks it last in the second figure, where it agrees with every pair."""
+    inf = math.inf
+    scores = pd.DataFrame({"index": range(5), "naswot": [math.nan, 2.0, 3, 4, 5],
+                           "synflow": [1.0, 2, 3, 4, -inf], "grasp": [3.0, 1, 2, math.nan, math.nan],
+                           "params": [1.0, 2, 3, 4, 5]})
+    for p in ("naswot", "synflow", "grasp"):
+        scores[f"seconds_{p}"] = 0.5
+    scores.loc[3:, "seconds_grasp"] = math.nan
+    board = leaderboard.leaderboard(
+        scores, bench="nats-tss", accuracy=pd.Series([1.0, 2, 3, 4, 5]), dataset="cifar10",
+        ensembles=[parse_ensemble("pair=mean_rank:naswot,synflow")], n_boot=0).set_index("name")
+    assert board.loc["naswot", ["n", "n_all"]].tolist() == [4, 5]
+    assert board.loc["naswot", ["kendall", "kendall_all"]].tolist() == pytest.approx([1.0, 1.0])
+    assert board.loc["synflow", ["kendall", "kendall_all"]].tolist() == pytest.approx([1.0, 0.2])
+    assert board.loc["grasp", ["n", "n_all"]].tolist() == [3, 3]
+    assert board.loc["grasp", "kendall"] == board.loc["grasp", "kendall_all"]
+    assert board.loc["pair", ["n", "n_all"]].tolist() == [4, 5]
+    tau, tau_all = board.loc["pair", ["kendall", "kendall_all"]]
+    assert tau < 1.0 and tau_all > tau  # 4 more concordant pairs, no new discordant one
+    assert "1.000 / 1.000" in leaderboard.to_markdown(board.reset_index())
+
+
 @pytest.mark.parametrize("text", ["noequals", "x=", "x=rank:onlyone", "x=median:a,b"])
 def test_bad_ensemble_specs_are_one_line_errors(text, capsys):
     assert correlate.main(["--bench", "nats-tss", "--sample", "2", "--ensemble", text,
@@ -207,3 +237,26 @@ def test_a_run_of_cifar100_networks_labels_the_rows_that_saw_cifar10_images(tmp_
     capsys.readouterr()
     assert leaderboard.main(args + ["--network-dataset", "cifar10"]) == 2
     assert "contradicts" in capsys.readouterr().err
+
+
+def test_leaderboard_of_a_population_ranks_only_its_cells(tmp_path, capsys):
+    """--population no-dead-ops keeps the cells without a dead operation (the 9,445 cells
+    VKDNW ranks), says how many of the run's it kept, and names its tables apart."""
+    from zcproxy.nasbench.cells import dead_operations
+    out = tmp_path / "run"
+    assert correlate.main(["--bench", "nats-tss", "--sample", "12", "--proxies", "logsynflow",
+                           "--bootstrap", "0", "--out", str(out), "--no-progress"]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    kept = int(sum(not dead_operations(a) for a in scores["arch"]))
+    assert 0 < kept < len(scores)  # this sample has cells of both kinds
+    boards = tmp_path / "boards"
+    args = ["--bench", "nats-tss", "--run", str(out), "--bootstrap", "0", "--out", str(boards)]
+    assert leaderboard.main(args + ["--population", "no-dead-ops"]) == 0
+    board = pd.read_csv(boards / "nats-tss-no-dead-ops-cifar10.csv").set_index("name")
+    assert board.loc["logsynflow", "n_all"] == kept
+    assert f"{kept} of the run's {len(scores)} architectures" in (
+        boards / "nats-tss-no-dead-ops-cifar10.md").read_text()
+    capsys.readouterr()
+    assert leaderboard.main(args + ["--population", "dead"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no population 'dead'" in err[0]

@@ -17,8 +17,8 @@ import torch
 
 from zcproxy.nasbench.base import BenchmarkDataMissing, last_of_tuple
 from zcproxy.nasbench.cells import (OP_NAMES, SSS_CELL, count_flops, count_parameters,
-                                    parse_sss_channels, parse_tss_arch, sss_arch, sss_index,
-                                    sss_network, tss_network)
+                                    dead_operations, parse_sss_channels, parse_tss_arch,
+                                    sss_arch, sss_index, sss_network, tss_network)
 from zcproxy.nasbench.nats import NatsSss, NatsTss, tss_costs, tss_op_matrix
 from zcproxy.paths import find_in_data_dir
 
@@ -393,3 +393,30 @@ def test_malformed_csv_is_rejected_with_its_path(tmp_path):
     path.write_text("index,arch,cifar10_valid_acc_hp90\n0,8:8:8:8:8,76.9\n")
     with pytest.raises(ValueError, match=str(path)):
         NatsSss(data_dir=tmp_path).table()
+
+
+@pytest.mark.parametrize("arch, dead", [
+    (SSS_CELL, []),
+    # node 1's conv feeds nothing (both of node 1's outputs are none): dead
+    ("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+     [(1, 0, "nor_conv_3x3")]),
+    # node 2 reads nothing live, so its pool to the output is dead, and so is node 1's conv
+    ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|avg_pool_3x3~2|",
+     [(1, 0, "nor_conv_3x3"), (3, 2, "avg_pool_3x3")]),
+    # a path of skips keeps every edge on it alive; the empty cell has no operation at all
+    ("|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|", []),
+    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", []),
+])
+def test_dead_operations_by_hand(arch, dead):
+    assert dead_operations(arch) == dead
+
+
+def test_no_dead_ops_population_is_the_9445_cells_vkdnw_ranks(tss_bench):
+    """VKDNW's analysis notebook (ondratybl/VKDNW ``NB201/tss_analyze.ipynb``) prints "No. of
+    archs ... after filtering: 9445" for the cells it ranks in its Table 1; the same count from
+    our rule over the whole space, through the adapter's population interface."""
+    mask = tss_bench.population_mask("no-dead-ops", range(len(tss_bench)))
+    assert mask.sum() == 9445
+    assert tss_bench.population_mask("all", [0, 1]).tolist() == [True, True]
+    with pytest.raises(ValueError, match="no population 'dead'.*no-dead-ops"):
+        tss_bench.population_mask("dead", [0])

@@ -12,11 +12,17 @@ and without it, and a paired bootstrap interval of the difference (``<bench>-<da
 Rows are sorted by τ, proxies and ensembles first, then the structural baselines (a proxy is
 worth its cost only above them).  A proxy scored on fewer architectures than the others (a
 study that grows) says so in its ``n`` column; every row is computed on the architectures it
-has.  Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
+has.  τ and ρ drop the architectures a proxy could not score (NaN or ±inf, reason in the run's
+``errors`` column); the "undefined last" column ranks them below every scored one instead, as
+a search does and as a figure over a whole benchmark must (:func:`undefined_last`).  Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
 the same architectures; the score is the one the run computed (its networks, its images), and
 the table says which dataset the networks were built for.  When that dataset's images were not
 in the data folder (the run's ``run.json`` records the stand-in, CIFAR-10), every row whose score
 depends on the image batch is marked † and the caption says which images it saw.
+
+``--population`` restricts a table to a named part of the benchmark (NATS-tss: ``no-dead-ops``,
+the 9,445 cells VKDNW's published figures rank), so that ours and a published figure are
+computed over the same cells.
 
 After every run, ``summary.md`` in the output folder puts every table there side by side, one
 row per proxy (:mod:`zcproxy.leaderboard_summary`).
@@ -54,6 +60,18 @@ def _ensemble_column(columns: dict[str, pd.Series], name: str, rule: str,
                                      nan="propagate"), index=frame.index)
 
 
+def undefined_last(values: pd.Series) -> pd.Series:
+    """Average ranks of oriented scores with every undefined one (NaN, −inf) tied below every
+    defined score, and +inf tied above.
+
+    This is how a search that must choose among all architectures uses a proxy, and how a
+    published figure over a whole benchmark counts the cells a proxy cannot score (a NATS-tss
+    cell whose output does not depend on its input has 10 % accuracy, so ranking it last is
+    right); the leaderboard's main τ and ρ drop those cells instead and say how many remain.
+    """
+    return values.astype(float).fillna(-np.inf).rank(method="average")
+
+
 def _proxy_columns(scores: pd.DataFrame) -> dict[str, pd.Series]:
     known = set(available_proxies())
     return {p: _oriented(scores, p) for p in scores.columns
@@ -72,11 +90,15 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
     columns = _proxy_columns(scores)
     seconds = {p: float(pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").median())
                for p in columns}
+    # Scored (with a number or an undefined one) where the run timed it; a blank
+    # seconds_<proxy> is an architecture the study has not reached for that proxy.
+    scored = {p: pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").notna() for p in columns}
     kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in columns}
     needs_data = {p: get_proxy(p).needs_data for p in columns}
     for name, rule, members in ensembles:
         columns[name] = _ensemble_column(columns, name, rule, members)
         seconds[name] = float(sum(seconds[m] for m in members))
+        scored[name] = pd.concat([scored[m] for m in members], axis=1).all(axis=1)
         kinds[name] = f"ensemble ({rule}: {'+'.join(members)})"
         needs_data[name] = any(needs_data[m] for m in members)
     params = pd.to_numeric(scores["n_params"] if "n_params" in scores else scores["params"],
@@ -87,6 +109,8 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
         keep = np.isfinite(values) & np.isfinite(acc)
         x, y = values[keep].to_numpy(), acc[keep].to_numpy()
         tau, rho = kendall_tau(x, y), spearman_rho(x, y)
+        attempted = scored[name] & np.isfinite(acc)
+        ranked, y_all = undefined_last(values[attempted]), acc[attempted]
         tau_ci = bootstrap_ci(x, y, "kendall", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
         rho_ci = bootstrap_ci(x, y, "spearman", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
         partial = (partial_rank_correlation(values, acc, params).value
@@ -96,6 +120,8 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
             "name": name, "kind": kinds[name], "needs_data": needs_data[name], "n": tau.n,
             "kendall": tau.value, "kendall_lo": tau_ci[0], "kendall_hi": tau_ci[1],
             "spearman": rho.value, "spearman_lo": rho_ci[0], "spearman_hi": rho_ci[1],
+            "n_all": int(attempted.sum()), "kendall_all": kendall_tau(ranked, y_all).value,
+            "spearman_all": spearman_rho(ranked, y_all).value,
             "partial_n_params": partial, "seconds": seconds[name],
             "published": "; ".join(f"{_num(t)}/{_num(r)} ({src})" for t, r, src in figures)})
     table = pd.DataFrame(rows)
@@ -160,14 +186,16 @@ def to_markdown(table: pd.DataFrame, *, stand_in_images: bool = False) -> str:
     With ``stand_in_images`` (the networks' own dataset had no images in the data folder) every
     row that depends on the image batch is marked †, for the caption to explain.
     """
-    lines = ["| # | proxy | kind | n | τ [95 % CI] | ρ [95 % CI] | partial ρ given #params | "
-             "s/arch | published τ/ρ |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | proxy | kind | n | τ [95 % CI] | ρ [95 % CI] | τ / ρ, undefined last | "
+             "partial ρ given #params | s/arch | published τ/ρ |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(table.itertuples(index=False), 1):
         mark = " †" if stand_in_images and r.needs_data else ""
         lines.append(
             f"| {i} | `{r.name}`{mark} | {r.kind} | {r.n} | {_num(r.kendall)} [{_num(r.kendall_lo)}, "
             f"{_num(r.kendall_hi)}] | {_num(r.spearman)} [{_num(r.spearman_lo)}, "
-            f"{_num(r.spearman_hi)}] | {_num(r.partial_n_params)} | {r.seconds:.3f} | "
+            f"{_num(r.spearman_hi)}] | {_num(r.kendall_all)} / {_num(r.spearman_all)} | "
+            f"{_num(r.partial_n_params)} | {r.seconds:.3f} | "
             f"{r.published or '–'} |")
     return "\n".join(lines)
 
@@ -207,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="append", default=[], metavar="NAME=rule:p1,p2",
                    help="a rank aggregate to add (rules: mean_rank, log_rank = AZ-NAS's Σ log "
                         "rank, max_abs = FreeREA's); repeatable")
+    p.add_argument("--population", default="all",
+                   help="rank only a named part of the benchmark, to compare with figures "
+                        "published over that part (nats-tss: no-dead-ops, the 9,445 cells "
+                        "without an operation off every input-output path, which VKDNW's "
+                        "Table 1 ranks); the tables' default name gains the suffix")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--data-dir", default=None, help="benchmark data folder")
     p.add_argument("--name", default=None,
@@ -233,10 +266,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        args.network_dataset)
         stand_in = images != network_dataset
         bench = get_benchmark(args.bench, data_dir=args.data_dir)
+        run_size = len(scores)
+        population_note = ""
+        if args.population != "all":
+            scores = scores[bench.population_mask(args.population, scores["index"])]
+            scores = scores.reset_index(drop=True)
+            population_note = (f" Population `{args.population}`: "
+                               f"{bench.populations[args.population]}; {len(scores)} of the "
+                               f"run's {run_size} architectures.")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         name = args.name or (args.bench if network_dataset == "cifar10"
                              else f"{args.bench}-{network_dataset}-networks")
+        if args.population != "all" and not args.name:
+            name += f"-{args.population}"
         datasets = args.datasets or network_dataset
         written: list[str] = []
         for dataset in [d.strip() for d in datasets.split(",") if d.strip()]:
@@ -266,8 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_text(stem.with_suffix(".md"), (
                 f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
                 f"{len(scores)} architectures of `{args.run}`; networks built for "
-                f"{network_dataset}{'; accuracy: ' + split if split else ''}.{images_note} "
-                "Intervals: bootstrap 95 %. s/arch: median seconds on the machine that scored "
+                f"{network_dataset}{'; accuracy: ' + split if split else ''}.{population_note}"
+                f"{images_note} "
+                "Intervals: bootstrap 95 %. τ and ρ are over the n architectures a row could "
+                "score; \"undefined last\" ranks every architecture the proxy was run on, its NaN "
+                "and −inf scores tied below the rest, as a search or a whole-benchmark figure "
+                "must. s/arch: median seconds on the machine that scored "
                 "them; work shared between proxies (one backward, one traced forward) is charged to the "
                 "first proxy that needed it, so a 0.000 means \"free once its partner ran\"; "
                 "an ensemble costs the sum of its members.\n\n"
@@ -278,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .leaderboard_summary import write_summary
         summary, read = write_summary(out)
         earlier = [s for s in read if s not in written]
-        print(f"{summary}: {len(read)} tables side by side"
+        print(f"{summary}: {len(read)} table{'' if len(read) == 1 else 's'} side by side"
               + (f", {len(earlier)} of them from earlier runs in {out} ({', '.join(earlier)})"
                  if earlier else ""))
     except (ValueError, KeyError, FileNotFoundError) as err:

@@ -77,6 +77,24 @@ class Benchmark(abc.ABC):
         """Parameter count in millions as the benchmark records it (NaN where it does not)."""
         return float(self.table(dataset)["params"].iat[self._check_index(index)])
 
+    #: Named sub-populations a study can be restricted to (name -> what it holds), for
+    #: comparing with figures published over a part of the benchmark; "all" is implicit.
+    populations: dict[str, str] = {}
+
+    def population_mask(self, name: str, indices: Sequence[int]) -> np.ndarray:
+        """True for each of ``indices`` that belongs to population ``name``."""
+        if name == "all":
+            return np.ones(len(indices), dtype=bool)
+        if name not in self.populations:
+            known = ", ".join(["all", *self.populations])
+            raise ValueError(f"{self.name} has no population {name!r} (it has: {known})")
+        return np.array([self._in_population(name, self.arch(int(i))) for i in indices],
+                        dtype=bool)
+
+    def _in_population(self, name: str, arch: str) -> bool:
+        raise NotImplementedError(f"{self.name} declares population {name!r} but cannot "
+                                  "test membership")
+
     def sample(self, n: int | None, seed: int = 0) -> list[int]:
         """``n`` distinct indices drawn uniformly with ``seed``; all of them, shuffled, if None.
 
