@@ -42,9 +42,9 @@ def test_undefined_last_ranks_unscorable_architectures_below_the_rest():
     (no seconds): they are left out of both figures, not ranked last.  The ensemble is
     undefined where a member is NaN (−inf is a rank like any other), so it drops the worst
     architecture and ranks it last in the second figure, where it agrees with every pair."""
-    inf = math.inf
-    scores = pd.DataFrame({"index": range(5), "naswot": [math.nan, 2.0, 3, 4, 5],
-                           "synflow": [1.0, 2, 3, 4, -inf], "grasp": [3.0, 1, 2, math.nan, math.nan],
+    nan, inf = math.nan, math.inf
+    scores = pd.DataFrame({"index": range(5), "naswot": [nan, 2.0, 3, 4, 5],
+                           "synflow": [1.0, 2, 3, 4, -inf], "grasp": [3.0, 1, 2, nan, nan],
                            "params": [1.0, 2, 3, 4, 5]})
     for p in ("naswot", "synflow", "grasp"):
         scores[f"seconds_{p}"] = 0.5

@@ -14,7 +14,9 @@ worth its cost only above them).  A proxy scored on fewer architectures than the
 study that grows) says so in its ``n`` column; every row is computed on the architectures it
 has.  τ and ρ drop the architectures a proxy could not score (NaN or ±inf, reason in the run's
 ``errors`` column); the "undefined last" column ranks them below every scored one instead, as
-a search does and as a figure over a whole benchmark must (:func:`undefined_last`).  Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
+a search does and as a figure over a whole benchmark must (:func:`undefined_last`).
+
+Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
 the same architectures; the score is the one the run computed (its networks, its images), and
 the table says which dataset the networks were built for.  When that dataset's images were not
 in the data folder (the run's ``run.json`` records the stand-in, CIFAR-10), every row whose score
