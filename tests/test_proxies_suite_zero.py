@@ -42,6 +42,35 @@ def test_plain_by_hand():
     assert LN3 / 2 == pytest.approx(0.549306, abs=1e-6)
 
 
+def test_grad_norm_by_hand():
+    """Abdelfattah's recipe on two_layer_net, X2, Y2: with the gradients of test_plain_by_hand,
+    ‖∂L/∂W2‖ = √(1 + 9 + 1 + 9)/8 and ‖∂L/∂W1‖ = ln3·√(1 + 9)/8; grad_norm is their sum."""
+    got = zcproxy.score(two_layer_net(), "grad_norm", inputs=X2, targets=Y2)
+    assert got == pytest.approx((math.sqrt(20) + LN3 * math.sqrt(10)) / 8, rel=1e-6)
+
+
+def test_grad_norm_zennas_recipe_by_hand():
+    """The AZ-NAS / VKDNW recipe on one Linear(2 -> 3) layer: He-normal weights (fan-in 2, so
+    W = the standard-normal draws themselves), bias 0, then B = 5 Gaussian inputs and random
+    labels from the same generator; the real batch is ignored.  With softmax p_n of z_n = W x_n,
+    δ_n = (p_n − e_{y_n})/B: ∂L/∂W = Σ δ_n x_nᵀ, ∂L/∂b = Σ δ_n, score = √(‖∂L/∂W‖² + ‖∂L/∂b‖²)."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn((3, 2), generator=gen).double()
+    x = torch.randn((5, 2), generator=gen).double()
+    y = torch.randint(0, 3, (5,), generator=gen)
+    delta = (torch.softmax(x @ w.T, dim=1) - torch.eye(3, dtype=torch.float64)[y]) / 5
+    expected = math.sqrt(float((delta.T @ x).pow(2).sum() + delta.sum(0).pow(2).sum()))
+    net = nn.Linear(2, 3)
+    got = zcproxy.score(net, "grad_norm", inputs=X2, targets=Y2, seed=7, recipe="zennas",
+                        batch_size=5)
+    assert got == pytest.approx(expected, rel=1e-5)
+    # The real batch plays no part; Abdelfattah's recipe on the same layer reads it.
+    assert zcproxy.score(net, "grad_norm", inputs=X2 * 3, targets=Y2, seed=7, recipe="zennas",
+                         batch_size=5) == got
+    with pytest.raises(ValueError, match="recipe must be one of abdelfattah, zennas"):
+        zcproxy.score(net, "grad_norm", inputs=X2, targets=Y2, recipe="zen")
+
+
 def test_fisher_by_hand():
     """two_layer_net on X2, Y2.  g_nk = z_nk·∂L/∂z_nk, F_k = ½·mean_n g_nk².
 
@@ -306,3 +335,38 @@ def test_degenerate_cell_is_undefined_with_a_reason(degenerate_cell):
     assert math.isfinite(results["l2_norm"].value) and results["l2_norm"].reason == ""
     with pytest.raises(zcproxy.NonFiniteScoreError, match="does not depend on the input"):
         zcproxy.score(degenerate_cell, "plain", inputs=x, targets=y, output=zcproxy.last_of_tuple)
+
+
+def test_correlate_option_reaches_the_proxy_and_is_a_setting(tmp_path, capsys):
+    """``--option grad_norm.recipe=zennas`` scores with that recipe (the scores equal the API's
+    with the same option and seed), is recorded in run.json, and a journal scored with it is
+    not continued without it; malformed or unknown options are one-line errors."""
+    import json
+
+    import pandas as pd
+    from zcproxy import correlate
+    from zcproxy.nasbench import get_benchmark
+    out = tmp_path / "run"
+    base = ["--bench", "nats-tss", "--sample", "2", "--proxies", "grad_norm", "--no-baselines",
+            "--bootstrap", "0", "--no-progress", "--exact", "--out", str(out)]
+    assert correlate.main(base + ["--option", "grad_norm.recipe=zennas"]) == 0
+    assert json.loads((out / "run.json").read_text())["proxy_options"] == {
+        "grad_norm": {"recipe": "zennas"}}
+    scores = pd.read_csv(out / "scores.csv")
+    bench = get_benchmark("nats-tss")
+    index = int(scores["index"].iloc[0])
+    from zcproxy.runner import ScoringJob
+    seed = ScoringJob(bench="nats-tss", proxies=("grad_norm",)).arch_seed(index)
+    expected = zcproxy.score(bench.build(index), "grad_norm", inputs=torch.zeros(2, 3, 32, 32),
+                             targets=torch.zeros(2, dtype=torch.long), seed=seed,
+                             output=bench.output_selector, recipe="zennas")
+    assert scores["grad_norm"].iloc[0] == pytest.approx(expected, rel=1e-6)
+    capsys.readouterr()
+    assert correlate.main(base) == 2  # the journal was scored with the option
+    assert "proxy_options" in capsys.readouterr().err
+    for bad, said in [("grad_norm=zennas", "write PROXY.KEY=VALUE"),
+                      ("snip.recipe=zennas", "snip is not among this run's proxies"),
+                      ("grad_norm.colour=1", "takes no option")]:
+        assert correlate.main(base + ["--option", bad, "--fresh"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err

@@ -35,6 +35,7 @@ from typing import Sequence
 import pandas as pd
 
 from .analysis import run_record
+from .api import resolve_proxies
 from .atomic import sha256_file, write_csv, write_text
 from .cli import UsageError, add_debug_flag, run_command
 from .ensemble import parse_ensemble
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "Score), which changes scores in the last bits but no ranking "
                         "(benchmarks/FIDELITY.md); a journal is continued only with the "
                         "arithmetic it was started with")
+    p.add_argument("--option", action="append", default=[], metavar="PROXY.KEY=VALUE",
+                   help="an option of one proxy, e.g. grad_norm.recipe=zennas or "
+                        "swap.batch_size=64 (VALUE is read as JSON when it parses: numbers, "
+                        "true/false; else as text); repeatable.  Options are settings: a "
+                        "journal scored with other options is not continued, so give such a "
+                        "run its own --out")
     p.add_argument("--batch-size", type=int, default=64,
                    help="real-image batch for data-dependent proxies such as NASWOT (default 64)")
     p.add_argument("--bootstrap", type=int, default=1000,
@@ -191,7 +198,8 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
     job = ScoringJob(bench=args.bench, proxies=tuple(proxies), dataset=args.dataset,
                      seed=args.seed, device=args.device, data_dir=args.data_dir,
                      official_path=args.official_path, batch_size=args.batch_size,
-                     threads=threads, exact=args.exact)
+                     threads=threads, exact=args.exact,
+                     proxy_options=parse_proxy_options(args.option, proxies))
     try:
         ensembles = [parse_ensemble(e) for e in args.ensemble]
     except ValueError as err:
@@ -301,6 +309,31 @@ def parse_proxies(text: str, *, baselines: bool) -> list[str]:
     if baselines:
         proxies += [p.name for p in proxy_info() if p.baseline and p.name not in proxies]
     return proxies
+
+
+def parse_proxy_options(items: Sequence[str], proxies: Sequence[str]) -> dict[str, dict]:
+    """``--option PROXY.KEY=VALUE`` items as {proxy: {key: value}}, checked against the
+    proxies of the run and the options each accepts before anything is scored."""
+    options: dict[str, dict] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        proxy, dot, key = target.strip().partition(".")
+        if not (sep and dot and proxy and key):
+            raise UsageError(f"--option {item!r}: write PROXY.KEY=VALUE, e.g. "
+                             "grad_norm.recipe=zennas")
+        if proxy not in proxies:
+            raise UsageError(f"--option {item!r}: {proxy} is not among this run's proxies "
+                             f"({', '.join(proxies)})")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options.setdefault(proxy, {})[key] = value
+    try:
+        resolve_proxies(options)
+    except TypeError as err:
+        raise UsageError(f"--option: {err}") from None
+    return options
 
 
 def default_out(args: argparse.Namespace) -> Path:

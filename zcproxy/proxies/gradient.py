@@ -15,7 +15,7 @@ from torch import nn
 
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
-from ..surgery import Recipe, weight_modules
+from ..surgery import Recipe, kaiming_normal_init_, weight_modules
 
 
 CONSTANT_OUTPUT = ("the network's output is the same for every input of the batch (it does not "
@@ -97,11 +97,38 @@ def _loss_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(w, g) for w, g in zip(p.weights, p.grads) if g is not None]
 
 
+GRAD_NORM_RECIPES = ("abdelfattah", "zennas")
+
+
 @register_proxy("grad_norm", needs_data=True,
                 description="grad_norm: Σ per-layer L2 norm of the loss gradient "
                             "(Abdelfattah et al. 2021)")
-def grad_norm(ctx: ProxyContext) -> float:
-    return float(sum(g.norm() for _, g in _loss_grads(ctx)))
+def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int = 64) -> float:
+    """``recipe="abdelfattah"`` (default): Σ over conv and linear layers of ‖∂L/∂W‖₂ on the
+    real labelled batch (SamsungLabs/zero-cost-nas ``foresight/pruners/measures/grad_norm.py``,
+    NASLib's ``grad_norm.py``).
+
+    ``recipe="zennas"``: the GradNorm that AZ-NAS and VKDNW rank (cvlab-yonsei/AZ-NAS and
+    ondratybl/VKDNW ``NB201/ZeroShotProxy/compute_gradnorm_score.py``, from ZenNAS): the copy
+    re-initialised He-normal (fan-in, biases 0, norms 1/0), ``batch_size`` standard-normal
+    inputs with uniformly random labels, cross-entropy, and one global norm
+    √(Σ over *every* parameter of ‖∂L/∂θ‖²), BatchNorm's and biases included.  It reads no
+    image, which is why its published figures sit far below the authors' recipe.
+    """
+    if recipe == "abdelfattah":
+        return float(sum(g.norm() for _, g in _loss_grads(ctx)))
+    if recipe != "zennas":
+        raise ValueError(f"recipe must be one of {', '.join(GRAD_NORM_RECIPES)}, not {recipe!r}")
+    net = ctx.prepared(Recipe(train=True), shared=False)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    kaiming_normal_init_(net, gen, mode="fan_in")
+    x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device)
+    out = ctx.forward(net, x)
+    y = torch.randint(0, out.shape[-1], (batch_size,), generator=gen).to(ctx.device)
+    F.cross_entropy(out, y).backward()
+    squares = [p.grad.detach().double().pow(2).sum() for p in net.parameters()
+               if p.grad is not None]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
 
 
 @register_proxy("snip", needs_data=True,
