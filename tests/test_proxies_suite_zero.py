@@ -361,6 +361,13 @@ def test_correlate_option_reaches_the_proxy_and_is_a_setting(tmp_path, capsys):
                              targets=torch.zeros(2, dtype=torch.long), seed=seed,
                              output=bench.output_selector, recipe="zennas")
     assert scores["grad_norm"].iloc[0] == pytest.approx(expected, rel=1e-6)
+    # The leaderboard of that run says which recipe its grad_norm row is.
+    from zcproxy import leaderboard
+    boards = tmp_path / "boards"
+    assert leaderboard.main(["--bench", "nats-tss", "--run", str(out), "--bootstrap", "0",
+                             "--out", str(boards)]) == 0
+    assert "Proxy options: `grad_norm` recipe=zennas." in (
+        boards / "nats-tss-cifar10.md").read_text()
     capsys.readouterr()
     assert correlate.main(base) == 2  # the journal was scored with the option
     assert "proxy_options" in capsys.readouterr().err

@@ -264,8 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         from .analysis import read_scores, run_record
         scores = read_scores(args.run)
-        network_dataset, images = _networks_and_images(run_record(args.run) or {},
-                                                       args.network_dataset)
+        record = run_record(args.run) or {}
+        network_dataset, images = _networks_and_images(record, args.network_dataset)
+        options_note = "".join(
+            f" Proxy options: `{proxy}` "
+            + ", ".join(f"{key}={value}" for key, value in options.items()) + "."
+            for proxy, options in (record.get("proxy_options") or {}).items())
         stand_in = images != network_dataset
         bench = get_benchmark(args.bench, data_dir=args.data_dir)
         run_size = len(scores)
@@ -312,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
                 f"{len(scores)} architectures of `{args.run}`; networks built for "
                 f"{network_dataset}{'; accuracy: ' + split if split else ''}.{population_note}"
+                f"{options_note}"
                 f"{images_note} "
                 "Intervals: bootstrap 95 %. τ and ρ are over the n architectures a row could "
                 "score; \"undefined last\" ranks every architecture the proxy was run on, its NaN "
