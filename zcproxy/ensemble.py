@@ -105,7 +105,7 @@ def combine(values: np.ndarray | Sequence[Sequence[float]], rule: str = "mean_ra
     return _RULE_FUNCTIONS[rule](matrix)
 
 
-def _ranks(column: np.ndarray) -> np.ndarray:
+def average_ranks(column: np.ndarray) -> np.ndarray:
     """Ascending average ranks 1..n, NaN counting as the lowest value.
 
     ``scipy.stats.rankdata(method="average")``'s algorithm (equal results to the bit: average
@@ -132,7 +132,7 @@ def _mean_rank(matrix: np.ndarray) -> np.ndarray:
     # computed; keep it, so its logged searches replay to the same trajectory.
     total = np.zeros(n)
     for j in range(k):
-        total += (_ranks(matrix[:, j]) - 1) / (n - 1)
+        total += (average_ranks(matrix[:, j]) - 1) / (n - 1)
     return total / k
 
 
@@ -140,7 +140,7 @@ def _log_rank(matrix: np.ndarray) -> np.ndarray:
     n, k = matrix.shape
     total = np.zeros(n)
     for j in range(k):
-        total += np.log(_ranks(matrix[:, j]) / n)
+        total += np.log(average_ranks(matrix[:, j]) / n)
     return total
 
 
@@ -199,4 +199,4 @@ def parse_ensemble(text: str) -> EnsembleSpec:
 
 
 __all__ = ["RULES", "ALIASES", "EnsembleSpec", "canonical_rule", "orientation", "combine",
-           "ensemble_scores", "parse_ensemble"]
+           "average_ranks", "ensemble_scores", "parse_ensemble"]

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .ensemble import EnsembleSpec, ensemble_scores, parse_ensemble
+from .ensemble import EnsembleSpec, average_ranks, ensemble_scores, parse_ensemble
 from .published import published_all
 from .registry import available_proxies, get_proxy
 from .stats import (bootstrap_ci, kendall_tau, paired_difference, partial_rank_correlation,
@@ -71,7 +71,7 @@ def undefined_last(values: pd.Series) -> pd.Series:
     cell whose output does not depend on its input has 10 % accuracy, so ranking it last is
     right); the leaderboard's main τ and ρ drop those cells instead and say how many remain.
     """
-    return values.astype(float).fillna(-np.inf).rank(method="average")
+    return pd.Series(average_ranks(values.to_numpy(dtype=float)), index=values.index)
 
 
 def _proxy_columns(scores: pd.DataFrame) -> dict[str, pd.Series]:
