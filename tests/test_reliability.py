@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from zcproxy import analysis, correlate
-from zcproxy.journal import LEGACY_COLUMNS, read_journal
+from zcproxy.journal import LEGACY_COLUMNS, SESSION_PREFIX, read_journal
 from zcproxy.registry import register_proxy, unregister_proxy
 from zcproxy.runner import ScoringJob, run_scoring
 
@@ -120,8 +120,9 @@ def test_scores_of_another_data_version_or_architecture_are_refused(tmp_path, ca
     csv.write_bytes(original)
     journal = out / "journal.csv"
     lines = journal.read_text().splitlines(keepends=True)
-    index, arch, rest = lines[2].split(",", 2)
-    lines[2] = ",".join([index, table["arch"].iat[0], rest])
+    first = 3  # settings, header, this run's session line, then the rows
+    index, arch, rest = lines[first].split(",", 2)
+    lines[first] = ",".join([index, table["arch"].iat[0], rest])
     journal.write_text("".join(lines))
     assert run_cli(out, "--data-dir", str(data)) == 2
     assert f"index {index}" in one_line_error(capsys)
@@ -225,7 +226,8 @@ def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, ca
         assert ("rescoring 4 zc_rel_versioned scores recorded under definition version 1 "
                 "(now 2)") in capsys.readouterr().err
         assert (pd.read_csv(tmp_path / "scores.csv")["zc_rel_versioned"] == 2.0).all()
-        lines = (tmp_path / "journal.csv").read_text().splitlines()[2:]
+        lines = [line for line in (tmp_path / "journal.csv").read_text().splitlines()[2:]
+                 if not line.startswith(SESSION_PREFIX)]
         assert sorted(line.split(",")[3] for line in lines) == ["1"] * 4 + ["2"] * 4  # appended
     finally:
         unregister_proxy("zc_rel_versioned")

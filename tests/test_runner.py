@@ -26,10 +26,11 @@ from torch import nn
 from zcproxy import correlate
 from zcproxy.cli import UsageError
 from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor, make_executor
-from zcproxy.journal import read_journal
+from zcproxy.journal import (SESSION_PREFIX, UNRECORDED_SESSION, Journal, JournalError,
+                             read_journal, read_sessions, write_journal)
 from zcproxy.nasbench import get_benchmark
 from zcproxy.registry import available_proxies, unregister_proxy
-from zcproxy.runner import ScoringJob, run_scoring, wide_scores
+from zcproxy.runner import ScoringJob, run_scoring, scored_with, wide_scores
 from zcproxy.surgery import clone_module
 
 PLUGIN = "zc_test_plugin"
@@ -150,7 +151,57 @@ def test_torn_last_line_is_cut_and_that_score_computed_again(plugin, tss, tmp_pa
     assert len(done) == 4 and not done["score"].isna().any()
     assert len(calls(log)) == 5  # four, plus the torn one once more
     assert calls(log)[-1] == calls(log)[3]  # recomputed to the same value
-    assert journal.read_bytes().count(b"\n") == 2 + 4  # settings, header, one line per score
+    # settings, header, each run's session line, one line per score
+    assert journal.read_bytes().count(b"\n") == 2 + 2 + 4
+
+
+def test_each_run_records_where_it_scored_and_other_threads_are_said(plugin, tss, tmp_path,
+                                                                    monkeypatch):
+    """Exact scores depend on the device, torch build and threads per worker, which are not
+    settings: the journal keeps them per run, and a continuation with others says so."""
+    _, indices = tss
+    log, journal = tmp_path / "calls.txt", tmp_path / "journal.csv"
+    run_scoring(probe_job(log), indices[:3], journal, progress=False)
+    (first,) = read_sessions(journal)
+    assert first["executor"] == "in-process" and first["workers"] == 1
+    assert first["threads_per_worker"] == torch.get_num_threads()
+    assert (first["device"], first["torch"]) == ("cpu", torch.__version__)
+
+    monkeypatch.setattr(InProcessExecutor, "layout", lambda self, job: {
+        "executor": "in-process", "workers": 1, "threads_per_worker": 7})
+    said = []
+    done = run_scoring(probe_job(log), indices, journal, progress=False, notify=said.append)
+    assert len(done) == len(indices) and len(calls(log)) == len(indices)
+    other = [line for line in said if "also holds scores computed with" in line]
+    assert len(other) == 1 and "threads_per_worker 7" in other[0]
+    assert f"threads_per_worker {torch.get_num_threads()}" in other[0]
+    assert [s["threads_per_worker"] for s in read_sessions(journal)] == [
+        torch.get_num_threads(), 7]
+    assert scored_with(read_sessions(journal))[1] == {
+        "device": "cpu", "torch": torch.__version__, "threads_per_worker": 7}
+
+    run_scoring(probe_job(log), indices, journal, progress=False)  # nothing left to score
+    assert len(read_sessions(journal)) == 2  # so no session line is added
+
+
+def test_session_lines_keep_row_errors_on_their_file_line(tmp_path):
+    settings = {"bench": "nats-tss"}
+    path = tmp_path / "journal.csv"
+    with Journal(path, settings, session={"threads_per_worker": 1}) as journal:
+        journal.append([(1, "a", "p", "1", 0.5, 0.1, "")])
+    assert read_sessions(path) == [{"threads_per_worker": 1}]
+    with Journal(path, settings, session={"threads_per_worker": 2}) as journal:
+        journal.append([(2, "b", "p", "1", 0.25, 0.1, "")])
+    lines = path.read_text().splitlines()
+    assert [line.startswith(SESSION_PREFIX) for line in lines] == [
+        False, False, True, False, True, False]
+    assert list(read_journal(path)[1]["score"]) == [0.5, 0.25]
+    path.write_text("\n".join(lines[:-1] + ["3,c,p,1,oops,0.1,"]) + "\n")
+    with pytest.raises(JournalError, match="line 6: score 'oops' is not a number"):
+        read_journal(path)
+    # A journal from before session records: its rows are said to be unrecorded.
+    write_journal(path, settings, [(1, "a", "p", "1", 0.5, 0.1, "")])
+    assert read_sessions(path) == [UNRECORDED_SESSION]
 
 
 def test_one_and_two_worker_processes_give_identical_scores(plugin, tss, tmp_path):
@@ -328,7 +379,13 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path, capsys):
     parts = [rows(shards / f"journal.shard-{i}-of-2.csv") for i in range(2)]
     assert set(parts[0]["index"]).isdisjoint(parts[1]["index"])
     assert [len(p) for p in parts] == [3, 3]
+    shard_sessions = [read_sessions(shards / f"journal.shard-{i}-of-2.csv")[0] for i in (0, 1)]
     assert _correlate(shards, "--merge") == 0
+    assert read_sessions(shards / "journal.csv") == shard_sessions  # the runs, listed on top
+    record = json.loads((shards / "run.json").read_text())
+    assert record["scored_with"] == scored_with(shard_sessions)  # one machine, one layout
+    assert _correlate(shards, "--merge") == 0  # merged again: each run is listed once
+    assert read_sessions(shards / "journal.csv") == shard_sessions
     whole = pd.read_csv(tmp_path / "whole" / "scores.csv")
     merged = pd.read_csv(shards / "scores.csv")
     pd.testing.assert_frame_equal(whole[["index", "arch", "synflow"]],

@@ -40,13 +40,14 @@ from .atomic import sha256_file, write_csv, write_text
 from .cli import UsageError, add_debug_flag, run_command
 from .ensemble import parse_ensemble
 from .executors import make_executor
-from .journal import Journal, JournalError, done_pairs, journal_in_use, write_journal
+from .journal import (Journal, JournalError, done_pairs, journal_in_use, read_sessions,
+                      write_journal)
 from .nasbench import BENCHMARKS
 from .published import published
 from .registry import available_proxies, get_proxy, proxy_info
 from .runner import (ScoringJob, SettingsMismatch, adopt_journal, check_architectures,
                      check_device, proxy_versions, run_scoring, run_settings,
-                     settings_differences, split_stale, wide_scores)
+                     scored_with, settings_differences, split_stale, wide_scores)
 from .stats import (correlation_table, pairwise_rank_correlation, partial_rank_correlation,
                     to_markdown)
 
@@ -460,7 +461,7 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
     merged_path = out / "journal.csv"
     if merged_path.exists():
         sources.insert(0, merged_path)
-    frames = []
+    frames, sessions = [], []
     for path in sources:
         with Journal(path, settings) as journal:  # repairs a torn last line, checks the header
             if journal.legacy:
@@ -472,6 +473,7 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
                                        f"than this merge ({'; '.join(clash)}); rescore it with "
                                        "the same settings as the other shards")
             frame = journal.read()
+            sessions += [s for s in journal.sessions() if s not in sessions]  # merged again
         check_architectures(frame, table, path)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
@@ -491,7 +493,7 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
     order = {int(i): k for k, i in enumerate(indices)}
     frame = frame.assign(_pos=frame["index"].map(order).fillna(len(order)))
     frame = frame.sort_values(["_pos", "index", "proxy"], kind="stable")[COLUMNS]
-    write_journal(merged_path, settings, frame.itertuples(index=False, name=None))
+    write_journal(merged_path, settings, frame.itertuples(index=False, name=None), sessions)
     say(f"merged {count} shard journals into {merged_path} "
         f"({len(frame)} scores of {len(indices)} architectures)")
     return frame.reset_index(drop=True)
@@ -572,8 +574,12 @@ def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench
 
 def write_run_record(out: Path, settings: dict, outputs: dict[str, int | None]) -> Path:
     """run.json: the settings and data fingerprints the tables come from, and for each table
-    its row count and SHA-256, which :func:`zcproxy.analysis.load_scores` checks."""
+    its row count and SHA-256, which :func:`zcproxy.analysis.load_scores` checks, and
+    ``scored_with``: the devices, torch builds and threads per worker of the journal's runs."""
     record = dict(settings)
+    journal = out / "journal.csv"
+    if journal.exists():  # where its exact scores were computed (device, torch, threads)
+        record["scored_with"] = scored_with(read_sessions(journal))
     record["outputs"] = {name: {"rows": rows, "sha256": sha256_file(out / name)}
                          for name, rows in outputs.items()}
     return write_text(out / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -43,6 +43,12 @@ class Executor(abc.ABC):
     def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
         """Rows of every task, one list per architecture, in completion order."""
 
+    def layout(self, job: ScoringJob) -> dict:
+        """How ``job`` is spread out: ``executor``, ``workers`` and ``threads_per_worker``, as
+        the journal's session record keeps them (exact scores depend on the threads)."""
+        return {"executor": type(self).__name__, "workers": None,
+                "threads_per_worker": job.threads or None}
+
     def close(self) -> None:
         """Release workers; the executor can be started again afterwards."""
 
@@ -76,6 +82,11 @@ class InProcessExecutor(Executor):
         self.start(job)
         for task in tasks:
             yield self._worker.score(task)
+
+    def layout(self, job: ScoringJob) -> dict:
+        import torch
+        return {"executor": "in-process", "workers": 1,
+                "threads_per_worker": job.threads or torch.get_num_threads()}
 
     def close(self) -> None:
         self._worker = None
@@ -177,6 +188,10 @@ class ProcessPoolExecutor(Executor):
     def _worker_job(self, job: ScoringJob) -> ScoringJob:
         threads = self.threads or job.threads or max(1, (os.cpu_count() or 1) // self.workers)
         return dataclasses.replace(job, threads=threads)
+
+    def layout(self, job: ScoringJob) -> dict:
+        return {"executor": "process-pool", "workers": self.workers,
+                "threads_per_worker": self._worker_job(job).threads}
 
     def start(self, job: ScoringJob) -> None:
         job = self._worker_job(job)
@@ -321,10 +336,17 @@ class RayExecutor(Executor):
         self._remote = ray.remote(_ray_score_chunk).options(
             num_cpus=self.cpus_per_task, max_retries=self.max_retries)
 
+    def layout(self, job: ScoringJob) -> dict:
+        return {"executor": "ray", "workers": None,  # as many as the cluster runs at once
+                "threads_per_worker": self._task_threads(job)}
+
+    def _task_threads(self, job: ScoringJob) -> int:
+        return job.threads or max(1, int(self.cpus_per_task))
+
     def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
         self.start(job)
         ray = self._ray
-        job = dataclasses.replace(job, threads=job.threads or max(1, int(self.cpus_per_task)))
+        job = dataclasses.replace(job, threads=self._task_threads(job))
         job_ref = ray.put(job)
         chunks = deque((list(tasks[i:i + self.chunk_size]), 0)
                        for i in range(0, len(tasks), self.chunk_size))

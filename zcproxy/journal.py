@@ -22,6 +22,14 @@ A journal says what its scores mean, so that they are never attached to the wron
 Journals of zcproxy 0.1 (header ``index,proxy,score,seconds,error``) stay readable, but a run
 never appends to one: ``python -m zcproxy.correlate --adopt`` checks and converts it first.
 
+A journal also says *where* its scores were computed, because the bit-exact path is exact only
+for one device, torch build and number of threads per worker (``benchmarks/THREADS.md``), which
+are not settings (a journal may be continued with other ``--workers``/``--threads``, and the
+scores agree in rank): each run that appends writes a ``# zcproxy session {...}`` line before
+its first row (start time, device, torch version, executor, workers, threads per worker).
+:func:`read_sessions` lists them in order; rows below a session line, up to the next one, were
+appended by that run, except in a merged journal, which lists its shards' sessions at the top.
+
 The ``error`` column classifies each row (see :func:`error_kind`): empty for a score;
 ``undefined (...)`` or ``non-finite ...`` for a proxy that is undefined on that network (a
 result, kept); ``environment: ...`` for a failure of the machine rather than the architecture
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -40,6 +49,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write, exclusive_use
@@ -47,6 +57,8 @@ from .atomic import atomic_write, exclusive_use
 COLUMNS = ["index", "arch", "proxy", "version", "score", "seconds", "error"]
 LEGACY_COLUMNS = ["index", "proxy", "score", "seconds", "error"]
 SETTINGS_PREFIX = "# zcproxy journal "
+SESSION_PREFIX = "# zcproxy session "
+UNRECORDED_SESSION = {"unrecorded": True}  # rows appended before journals recorded sessions
 ENVIRONMENT = "environment: "
 
 Row = tuple[int, str, str, str, float, float, str]  # index, arch, proxy, version, score, s, error
@@ -78,9 +90,10 @@ class Journal:
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict | None = None, *,
-                 sync_interval: float = 1.0):
+                 session: dict | None = None, sync_interval: float = 1.0):
         self.path = Path(path)
         self.sync_interval = sync_interval
+        self.session = session  # written before this open's first appended row
         self._synced = time.monotonic()
         self._fh = None
         self._writer = None
@@ -114,7 +127,13 @@ class Journal:
         """Every row (the last one of each (index, proxy) pair), checked column by column."""
         if self._fh is not None:
             self._fh.flush()
-        return _read_rows(self.path, self.legacy)
+        return _read_rows(self.path, self.legacy)[0]
+
+    def sessions(self) -> list[dict]:
+        """The runs that appended to this journal, as :func:`read_sessions` gives them."""
+        if self._fh is not None:
+            self._fh.flush()
+        return _read_rows(self.path, self.legacy)[1]
 
     def done(self, retry_failed: bool = False,
              versions: dict[str, str] | None = None) -> set[tuple[int, str]]:
@@ -131,6 +150,8 @@ class Journal:
         if self._fh is None:
             self._fh = open(self.path, "a", newline="", encoding="utf-8")
             self._writer = csv.writer(self._fh)
+            if self.session is not None:
+                self._fh.write(_session_line(self.session))
         for index, arch, proxy, version, score, seconds, error in rows:
             self._writer.writerow([index, arch, proxy, version, _fmt(score), f"{seconds:.6f}",
                                    error])
@@ -186,15 +207,30 @@ def read_journal(path: str | os.PathLike) -> tuple[dict | None, pd.DataFrame]:
     settings, legacy = _read_head(path)
     if settings is None and not legacy:
         raise JournalError(f"{path} is empty: not a score journal")
-    return settings, _read_rows(path, legacy)
+    return settings, _read_rows(path, legacy)[0]
 
 
-def write_journal(path: str | os.PathLike, settings: dict, rows: Iterable[Row]) -> Path:
-    """Write a whole journal at once, atomically (merging shards, converting a legacy one)."""
+def read_sessions(path: str | os.PathLike) -> list[dict]:
+    """The session record of every run that appended to the journal at ``path``, oldest first;
+    rows written before any session line (journals older than session records) appear as one
+    :data:`UNRECORDED_SESSION` entry in their place."""
+    path = Path(path)
+    settings, legacy = _read_head(path)
+    if settings is None and not legacy:
+        return []
+    return _read_rows(path, legacy)[1]
+
+
+def write_journal(path: str | os.PathLike, settings: dict, rows: Iterable[Row],
+                  sessions: Iterable[dict] = ()) -> Path:
+    """Write a whole journal at once, atomically (merging shards, converting a legacy one);
+    ``sessions`` (the sources' session records) are listed above the rows."""
     with atomic_write(path, newline="") as fh:
         fh.write(SETTINGS_PREFIX + json.dumps(settings, sort_keys=True) + "\n")
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
+        for session in sessions:
+            fh.write(_session_line(session))
         for index, arch, proxy, version, score, seconds, error in rows:
             writer.writerow([index, arch, proxy, version, _fmt(score), f"{seconds:.6f}", error])
     return Path(path)
@@ -222,10 +258,40 @@ def _read_head(path: Path) -> tuple[dict | None, bool]:
                        "use another --out folder")
 
 
-def _read_rows(path: Path, legacy: bool) -> pd.DataFrame:
+def _session_line(session: dict) -> str:
+    return SESSION_PREFIX + json.dumps(session, sort_keys=True) + "\n"
+
+
+def _split_sessions(path: Path, skip: int
+                    ) -> tuple[io.StringIO | Path, list[dict], np.ndarray | None]:
+    """(the CSV part to parse, session records, file line of each row or None when the file
+    has no session line): session lines are taken out before pandas reads the rows."""
+    data = path.read_text(encoding="utf-8", errors="replace")
+    if "\n" + SESSION_PREFIX not in data:
+        return path, [], None
+    lines = data.splitlines(keepends=True)
+    kept, row_lines, sessions = [], [], []
+    for number, line in enumerate(lines[skip:], start=skip + 1):
+        if line.startswith(SESSION_PREFIX):
+            try:
+                sessions.append(json.loads(line[len(SESSION_PREFIX):]))
+            except json.JSONDecodeError as err:
+                raise JournalError(f"{path}, line {number}: the session record is not JSON "
+                                   f"({err})") from None
+            continue
+        if kept and not sessions:  # rows above every session line
+            sessions.append(dict(UNRECORDED_SESSION))
+        kept.append(line)
+        row_lines.append(number)
+    return io.StringIO("".join(kept)), sessions, np.asarray(row_lines[1:], dtype=np.int64)
+
+
+def _read_rows(path: Path, legacy: bool) -> tuple[pd.DataFrame, list[dict]]:
     skip = 0 if legacy else 1
+    source, sessions, row_lines = _split_sessions(path, skip)
     try:
-        raw = pd.read_csv(path, skiprows=skip, dtype=str, keep_default_na=False)
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False,
+                          skiprows=skip if row_lines is None else 0)
     except pd.errors.ParserError as err:
         raise JournalError(f"{path} is corrupt: {' '.join(str(err).split())}") from None
     except pd.errors.EmptyDataError:
@@ -236,13 +302,18 @@ def _read_rows(path: Path, legacy: bool) -> pd.DataFrame:
     if legacy:
         raw.insert(1, "arch", "")
         raw.insert(3, "version", "")
+    if row_lines is None and len(raw):
+        sessions = [dict(UNRECORDED_SESSION)]
     frame = raw.copy()
-    first_line = 2 + skip  # file line of the first row
+
+    def line_of(at: int) -> int:  # file line of row ``at``
+        return int(row_lines[at]) if row_lines is not None else at + 2 + skip
+
     index = pd.to_numeric(raw["index"], errors="coerce")
     bad = index.isna() | (index != index.round())
     if bad.any():
         at = int(bad.to_numpy().nonzero()[0][0])
-        raise JournalError(f"{path}, line {at + first_line}: index {raw['index'].iat[at]!r} is "
+        raise JournalError(f"{path}, line {line_of(at)}: index {raw['index'].iat[at]!r} is "
                            "not an integer; the journal is corrupt (fix or remove that line, or "
                            "rescore with --fresh)")
     frame["index"] = index.astype("int64")
@@ -251,11 +322,11 @@ def _read_rows(path: Path, legacy: bool) -> pd.DataFrame:
         bad = values.isna() & (raw[column].str.strip().str.lower() != "nan")
         if bad.any():
             at = int(bad.to_numpy().nonzero()[0][0])
-            raise JournalError(f"{path}, line {at + first_line}: {column} "
+            raise JournalError(f"{path}, line {line_of(at)}: {column} "
                                f"{raw[column].iat[at]!r} is not a number; the journal is corrupt "
                                "(fix or remove that line, or rescore with --fresh)")
         frame[column] = values.astype("float64")
-    return frame.drop_duplicates(["index", "proxy"], keep="last").reset_index(drop=True)
+    return frame.drop_duplicates(["index", "proxy"], keep="last").reset_index(drop=True), sessions
 
 
 def _fmt(value: float) -> str:

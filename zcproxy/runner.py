@@ -550,8 +550,9 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
     own = executor is None
     if own:
         executor = make_executor("local", workers=workers)
+    session = session_record(job, executor)
     with executor if own else contextlib.nullcontext():  # one passed in is left open
-        with Journal(journal_path, settings) as journal:
+        with Journal(journal_path, settings, session=session) as journal:
             if journal.legacy:
                 raise JournalError(
                     f"{journal.path} was written by zcproxy 0.1: it has no settings record and "
@@ -569,6 +570,8 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
             tasks = pending_tasks(indices, job.proxies, done, table["arch"].to_numpy())
             if notify is not None:
                 _note_reuse(notify, frame, indices, tasks, journal.path, retry_failed, versions)
+                if tasks:
+                    _note_other_sessions(notify, journal.sessions(), session)
             bar = tqdm(total=len(indices), initial=len(indices) - len(tasks), unit="arch",
                        desc=f"{job.bench} {','.join(job.proxies)}", disable=not progress,
                        dynamic_ncols=True)
@@ -578,6 +581,40 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
                     bar.update(1)
             bar.close()
             return journal.read()
+
+
+# What a bit-exact score depends on beyond the settings (``benchmarks/THREADS.md``).
+EXACTNESS_KEYS = ("device", "torch", "threads_per_worker")
+
+
+def session_record(job: ScoringJob, executor) -> dict:
+    """The journal's record of this run: when, and the device, torch build, executor and
+    threads per worker its scores were computed with."""
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": str(job.device), "torch": torch.__version__, **executor.layout(job)}
+
+
+def scored_with(sessions: Sequence[dict]) -> list[dict]:
+    """The distinct (device, torch, threads per worker) of a journal's sessions, in order;
+    ``{"unrecorded": True}`` for rows older than session records."""
+    seen: list[dict] = []
+    for session in sessions:
+        entry = ({"unrecorded": True} if session.get("unrecorded")
+                 else {key: session.get(key) for key in EXACTNESS_KEYS})
+        if entry not in seen:
+            seen.append(entry)
+    return seen
+
+
+def _note_other_sessions(notify: Callable[[str], None], sessions: Sequence[dict],
+                         now: dict) -> None:
+    mine = {key: now.get(key) for key in EXACTNESS_KEYS}
+    other = [s for s in scored_with(sessions) if s != mine and not s.get("unrecorded")]
+    if other:
+        then = "; ".join(", ".join(f"{k} {s[k]}" for k in EXACTNESS_KEYS) for s in other)
+        notify(f"this journal also holds scores computed with {then}; this run uses "
+               f"{', '.join(f'{k} {mine[k]}' for k in EXACTNESS_KEYS)}: the new scores may "
+               "differ from those in the last bits, never in rank (benchmarks/THREADS.md)")
 
 
 def proxy_versions(names: Sequence[str]) -> dict[str, str]:
