@@ -77,6 +77,13 @@ _ZICO_NB101: dict[str, tuple[float, float]] = {
     "n_params": (.31, .43), "zico": (.46, .63),
 }
 
+# GradSign and MeCo: ρ over all 15,625 NAS-Bench-201 cells, none dropped, against the
+# 200-epoch seed-averaged accuracy that ``get_more_info(i, "cifar10-valid", hp="200")`` returns
+# (for CIFAR-10 the test accuracy of networks trained on the 25k train split; x-test for the
+# other two).  GradSign (cmu-catalyst/GradSign zero-cost-nas-code/build.py, gs.py): batches of
+# 128 training images, a fresh shuffled batch per cell, one seed (42), default init, Spearman
+# with nan_policy="omit".  MeCo (HamsterMimi/MeCo correlation/NAS_Bench_201.py): one training
+# image (--batch_size 1) shared by every cell, seed 42, default init, train-mode BatchNorm.
 _OTHERS: dict[tuple[str, str, str], Figure] = {
     ("nats-tss", "gradsign", "cifar10"): (NAN, 0.765, "GradSign (ICLR 2022)"),
     ("nats-tss", "gradsign", "cifar100"): (NAN, 0.793, "GradSign (ICLR 2022)"),
