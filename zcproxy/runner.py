@@ -21,6 +21,7 @@ import math
 import os
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -589,8 +590,11 @@ EXACTNESS_KEYS = ("device", "torch", "threads_per_worker")
 
 def session_record(job: ScoringJob, executor) -> dict:
     """The journal's record of this run: when, and the device, torch build, executor and
-    threads per worker its scores were computed with."""
-    return {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    threads per worker its scores were computed with. ``run`` is a random id: two shards
+    started in the same second on one machine are otherwise equal records, and a merge, which
+    lists each run once, must not take them for one run."""
+    return {"run": uuid.uuid4().hex[:12],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": str(job.device), "torch": torch.__version__, **executor.layout(job)}
 
 
