@@ -239,6 +239,31 @@ def test_a_run_of_cifar100_networks_labels_the_rows_that_saw_cifar10_images(tmp_
     assert "contradicts" in capsys.readouterr().err
 
 
+def test_a_recipe_that_reads_no_image_is_not_labelled_as_having_seen_stand_in_images():
+    """``grad_norm`` reads the image batch, but its ``recipe="zennas"`` (Gaussian inputs,
+    random labels) reads none: under that option its row, and an aggregate of it with the
+    data-free LogSynflow, carry no †; with the default recipe, or beside NASWOT, they do."""
+    scores = pd.DataFrame({"index": range(4), "grad_norm": [1.0, 2, 4, 3],
+                           "logsynflow": [1.0, 2, 3, 4], "naswot": [2.0, 1, 3, 4],
+                           "n_params": [4.0, 3, 2, 1]})
+    for p in ("grad_norm", "logsynflow", "naswot", "n_params"):
+        scores[f"seconds_{p}"] = 0.5
+    ensembles = [parse_ensemble("free=mean_rank:grad_norm,logsynflow"),
+                 parse_ensemble("mixed=mean_rank:grad_norm,naswot")]
+
+    def marked(options):
+        board = leaderboard.leaderboard(
+            scores, bench="nats-tss", accuracy=pd.Series([1.0, 2, 3, 4]), dataset="cifar100",
+            ensembles=ensembles, n_boot=0, proxy_options=options)
+        return board.set_index("name")["needs_data"].to_dict()
+
+    assert marked({"grad_norm": {"recipe": "zennas"}}) == {
+        "grad_norm": False, "logsynflow": False, "naswot": True, "free": False, "mixed": True,
+        "n_params": False}
+    for default in (None, {"grad_norm": {"recipe": "abdelfattah"}}):
+        assert marked(default)["grad_norm"] and marked(default)["free"]
+
+
 def test_leaderboard_of_a_population_ranks_only_its_cells(tmp_path, capsys):
     """--population no-dead-ops keeps the cells without a dead operation (the 9,445 cells
     VKDNW ranks), says how many of the run's it kept, and names its tables apart."""

@@ -35,7 +35,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,12 +82,13 @@ def _proxy_columns(scores: pd.DataFrame) -> dict[str, pd.Series]:
 
 def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, dataset: str,
                 ensembles: Sequence[EnsembleSpec] = (), n_boot: int = 1000,
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, proxy_options: Mapping[str, Mapping] | None = None
+                ) -> pd.DataFrame:
     """One row per proxy / ensemble / baseline in ``scores`` against ``accuracy`` (aligned).
 
     ``needs_data`` marks the rows whose score depends on the real-image batch (a
-    data-dependent proxy, or an aggregate with one among its members): the rows to label when
-    that batch was not the networks' own dataset.
+    data-dependent proxy under the run's ``proxy_options``, or an aggregate with one among its
+    members): the rows to label when that batch was not the networks' own dataset.
     """
     columns = _proxy_columns(scores)
     seconds = {p: float(pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").median())
@@ -96,7 +97,8 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
     # seconds_<proxy> is an architecture the study has not reached for that proxy.
     scored = {p: pd.to_numeric(scores[f"seconds_{p}"], errors="coerce").notna() for p in columns}
     kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in columns}
-    needs_data = {p: get_proxy(p).needs_data for p in columns}
+    options = proxy_options or {}
+    needs_data = {p: get_proxy(p).reads_images(options.get(p)) for p in columns}
     for name, rule, members in ensembles:
         columns[name] = _ensemble_column(columns, name, rule, members)
         seconds[name] = float(sum(seconds[m] for m in members))
@@ -293,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
                                  index=scores.index)
             board = leaderboard(scores, bench=args.bench, accuracy=accuracy, dataset=dataset,
-                                ensembles=ensembles, n_boot=args.bootstrap)
+                                ensembles=ensembles, n_boot=args.bootstrap,
+                                proxy_options=record.get("proxy_options"))
             members = member_contributions(scores, accuracy=accuracy, ensembles=ensembles,
                                            n_boot=args.bootstrap)
             stem = out / f"{name}-{dataset}"
@@ -311,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             split = getattr(bench, "accuracy_split", "")
             images_note = (f" † data-dependent (the proxy, or a member of the aggregate): "
                            f"its image batch was {images}, not {network_dataset} images."
-                           if stand_in else "")
+                           if stand_in and board["needs_data"].any() else "")
             write_text(stem.with_suffix(".md"), (
                 f"# {args.bench}: leaderboard against {dataset} accuracy\n\n"
                 f"{len(scores)} architectures of `{args.run}`; networks built for "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 ProxyFn = Callable[..., float]
 
@@ -31,6 +31,17 @@ class Proxy:
     # Bumped whenever the proxy's definition (its default reading) changes, so that a journal
     # never mixes scores of two definitions under one name (runs record the versions they used).
     version: str = "1"
+    # For a proxy whose options can make it read no image (a recipe on Gaussian inputs):
+    # whether it reads the image batch under the given options; None means ``needs_data``.
+    reads_images_with: Callable[[Mapping[str, Any]], bool] | None = field(
+        default=None, repr=False, compare=False)
+
+    def reads_images(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether a score under ``options`` depends on the real-image batch: what a table
+        must label when that batch was not the networks' own dataset."""
+        if self.reads_images_with is None or not self.needs_data:
+            return self.needs_data
+        return bool(self.reads_images_with(dict(options or {})))
 
     def accepted_options(self) -> set[str] | None:
         """Keyword options ``fn`` accepts beyond ``ctx``; None if it takes ``**kwargs``."""
@@ -68,9 +79,13 @@ class UnknownProxyError(KeyError):
 
 def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: bool = True,
                    description: str = "", needs_forward: bool = True,
-                   baseline: bool = False, replace: bool = False,
-                   version: str = "1") -> Callable[[ProxyFn], ProxyFn]:
+                   baseline: bool = False, replace: bool = False, version: str = "1",
+                   reads_images_with: Callable[[Mapping[str, Any]], bool] | None = None
+                   ) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator that registers ``fn(ctx, **options) -> float`` under ``name``.
+
+    ``reads_images_with(options)``, for a ``needs_data`` proxy some of whose options read no
+    image, says whether the batch is read under ``options`` (:meth:`Proxy.reads_images`).
 
     Registering a name twice is an error unless ``replace=True``, so that two plug-ins cannot
     silently shadow each other.
@@ -83,7 +98,7 @@ def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: boo
             raise ValueError(f"a proxy named {name!r} is already registered; pass replace=True")
         _REGISTRY[name] = Proxy(name, fn, needs_data, higher_is_better,
                                 description or (fn.__doc__ or "").strip().split("\n")[0],
-                                needs_forward, baseline, version)
+                                needs_forward, baseline, version, reads_images_with)
         return fn
 
     return decorate

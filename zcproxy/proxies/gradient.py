@@ -101,6 +101,7 @@ GRAD_NORM_RECIPES = ("abdelfattah", "zennas")
 
 
 @register_proxy("grad_norm", needs_data=True,
+                reads_images_with=lambda options: options.get("recipe") != "zennas",
                 description="grad_norm: Σ per-layer L2 norm of the loss gradient "
                             "(Abdelfattah et al. 2021)")
 def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int = 64) -> float:
