@@ -503,6 +503,43 @@ def test_tenas_lr_counts_on_a_one_channel_copy():
     assert 1 <= lr <= 3000 and lr == zcproxy.score(model, "tenas_lr", inputs=x)
 
 
+def test_az_reads_an_nb101_cell_as_channels_first_when_a_vertex_is_as_wide_as_the_map():
+    """An NB101 cell concatenates the vertices feeding its output: here 4 vertices of 4
+    channels make a 16 x 4 x 4 map.  The last layer run inside the cell is a 4-channel conv
+    or BatchNorm, as wide as the map; az_* version 1 took the map's width for its channels
+    (so 22 of the 1,000 NB101 zoo cells had no trainability, and wrong entropies).  The
+    entropies are those of the maps' channel vectors (dim 1), computed here from the maps,
+    and the trainability pair across the max-pool is defined."""
+    from zcproxy.context import ProxyContext
+    from zcproxy.nasbench.nb101 import build_network
+    from zcproxy.proxies.aznas import trunk_blocks
+    matrix = np.zeros((6, 6), dtype=int)
+    matrix[0, 1:5] = 1
+    matrix[1:5, 5] = 1
+    torch.manual_seed(0)
+    net = build_network(matrix, ["input"] + ["conv1x1-bn-relu"] * 4 + ["output"],
+                        stem_channels=16, num_stacks=2, cells_per_stack=1).train()
+    x = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    ctx = ProxyContext(model=net, device=torch.device("cpu"), input_shape=(3, 4, 4))
+    blocks = [name for name, _ in trunk_blocks(net, lambda: ctx.forward(net, x[:2]))]
+    assert blocks == ["layers.0", "layers.1", "layers.3"]  # stem, cell, (pool), cell
+
+    kw = dict(use_inputs=True, init="none")
+    got = zcproxy.score_many(net, {p: kw for p in ("az_expressivity", "az_trainability")},
+                             inputs=x)
+    maps, modules = {}, dict(net.named_modules())
+    hooks = [modules[b].register_forward_hook(
+        lambda m, i, o, b=b: maps.setdefault(b, o.detach().clone())) for b in blocks]
+    net(x)
+    for h in hooks:
+        h.remove()
+    assert maps["layers.1"].shape == (6, 16, 4, 4)
+    h = [_entropy_of(maps[b].permute(0, 2, 3, 1).reshape(-1, maps[b].shape[1]))
+         for b in blocks]
+    assert got["az_expressivity"] == pytest.approx(sum(h), rel=1e-9)
+    assert math.isfinite(got["az_trainability"])
+
+
 def test_tenas_lr_says_why_a_network_cannot_be_narrowed_and_what_to_do():
     """A NAS-Bench-101 cell splits and truncates channels outside its convolutions, so its
     1-channel copy cannot run: the error says so and names the full-width reading, which

@@ -53,8 +53,11 @@ tensor, or when nothing depends on the current tensor (the walk is one forward o
 networks where the walk finds something else.
 
 Channels of a 4-dim map are dim 1 unless the last conv/linear/norm layer run inside its block
-has the width of dim 3 and not of dim 1 (timm's and torchvision's Swin keep (B, H, W, C)); a
-3-dim map is (B, L, C) unless that width is dim 1's only.
+is a linear or LayerNorm layer (one that acts on the last dimension) with the width of dim 3 and
+not of dim 1 (timm's and torchvision's Swin keep (B, H, W, C)); a conv or BatchNorm there
+always means dim 1, whatever its width (an NB101 cell may end in a 32-channel conv while its
+concatenated output is 128 x 32 x 32; az_* version 1 took that map's width for its channels).
+A 3-dim map is (B, L, C) unless that width is dim 1's only.
 
 Where the official code gives no rule, zcproxy generalises it as follows (choices of
 zcproxy, not of the authors):
@@ -294,14 +297,18 @@ def _is_relayout(call: _Call) -> bool:
 def _channel_dim(call: _Call, calls: list[_Call]) -> int:
     """Where a block's output keeps its channels (see the module doc)."""
     out = call.output
-    width, last = None, -1
+    width, last, layer = None, -1, None
     for c in calls:
         if c.start >= call.start and c.end <= call.end and c.end > last:
             w = _width(c.module)
             if w is not None:
-                width, last = w, c.end
+                width, last, layer = w, c.end, c.module
     if out.dim() == 4:
-        return 3 if width is not None and out.shape[3] == width != out.shape[1] else 1
+        # Only a layer that acts on the last dimension can leave a map channels-last: a conv
+        # or BatchNorm of 32 channels at the end of an NB101 cell whose 128-channel output is
+        # 32 wide must not turn that map's width into its channels.
+        last_dim = isinstance(layer, (nn.Linear, nn.LayerNorm))
+        return 3 if last_dim and out.shape[3] == width != out.shape[1] else 1
     return 1 if width is not None and out.shape[1] == width != out.shape[2] else 2
 
 
@@ -543,7 +550,12 @@ def _entropies(ctx, **options) -> list[tuple[str, float]]:
     return entropies
 
 
-@register_proxy("az_expressivity", higher_is_better=True,
+# Version 2: a conv or BatchNorm ending a block always leaves its map channels-first (version 1
+# misread 22 of the 1,000 NB101 zoo cells; results/leaderboard/README.md says what changed).
+AZ_MAPS_VERSION = "2"
+
+
+@register_proxy("az_expressivity", higher_is_better=True, version=AZ_MAPS_VERSION,
                 description="AZ-NAS expressivity: Σ over blocks of the spectral entropy of the "
                             "feature covariance (Lee & Ham 2024)")
 def az_expressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
@@ -552,7 +564,7 @@ def az_expressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kai
                                         use_inputs=use_inputs))
 
 
-@register_proxy("az_progressivity", higher_is_better=True,
+@register_proxy("az_progressivity", higher_is_better=True, version=AZ_MAPS_VERSION,
                 description="AZ-NAS progressivity: smallest increase of the spectral entropy "
                             "from one block to the next (Lee & Ham 2024)")
 def az_progressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
@@ -562,7 +574,7 @@ def az_progressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "ka
     return min(b - a for a, b in zip(h, h[1:]))
 
 
-@register_proxy("az_trainability", higher_is_better=True,
+@register_proxy("az_trainability", higher_is_better=True, version=AZ_MAPS_VERSION,
                 description="AZ-NAS trainability: mean over blocks of -σ - 1/σ + 2, σ the "
                             "spectral norm of the block's gradient map (Lee & Ham 2024)")
 def az_trainability(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
