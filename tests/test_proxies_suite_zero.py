@@ -104,6 +104,49 @@ def test_grasp_by_hand():
     assert -3 * LN3 / 64 == pytest.approx(-0.051497, abs=1e-6)
 
 
+def test_grasp_split_into_single_images_gives_the_hand_value():
+    """split=2 on X2 is one image per chunk: g = ½(g₁ + g₂) and Hg = ½(H₁ + H₂)g, where
+    H_n = J_n (·x_n) x_nᵀ is image n's Hessian; for a linear model the images do not interact,
+    so both equal the whole batch's and the hand value above holds."""
+    net = nn.Sequential(linear([[LN3, 0.0], [0.0, LN3]]))
+    got = zcproxy.score(net, "grasp", inputs=X2, targets=Y2, split=2)
+    assert got == pytest.approx(-3 * LN3 / 64, rel=1e-5)
+
+
+def cnn_without_bn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("split", [2, 3, 8])
+def test_grasp_split_changes_memory_not_the_score_without_bn(split):
+    """Chunks weighted by their share (8 images in 3 chunks: 2, 3, 3): without a layer that
+    mixes samples the chunked score is the whole batch's up to rounding."""
+    x, y = batch()
+    whole = zcproxy.score(cnn_without_bn(), "grasp", inputs=x, targets=y)
+    chunked = zcproxy.score(cnn_without_bn(), "grasp", inputs=x, targets=y, split=split)
+    assert chunked == pytest.approx(whole, rel=1e-4) and whole != 0.0
+
+
+def test_grasp_split_normalises_each_chunk_with_its_own_bn_statistics():
+    """With BatchNorm in train mode a chunk is normalised with its own statistics: the score
+    is another (recorded) recipe, but still the same proxy's order of magnitude."""
+    x, y = batch()
+    whole = zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y)
+    chunked = zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y, split=2)
+    assert chunked != whole and math.isfinite(chunked)
+    assert zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y, split=1) == whole
+
+
+@pytest.mark.parametrize("split", [0, 9, 2.5, True])
+def test_grasp_split_out_of_range_is_a_clear_error(split):
+    x, y = batch()
+    with pytest.raises(ValueError, match="split must be a whole number of chunks in 1..8"):
+        zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y, split=split)
+
+
 def test_l2_norm_by_hand():
     """‖[[3, −4], [0, 0]]‖ = 5 and ‖[[−6, 8]]‖ = 10; biases and BN are not counted: 15."""
     net = nn.Sequential(linear([[3.0, -4.0], [0.0, 0.0]], bias=[7.0, 7.0]), nn.BatchNorm1d(2),
@@ -326,7 +369,8 @@ def test_degenerate_cell_is_undefined_with_a_reason(degenerate_cell):
     ctx = ProxyContext(model=degenerate_cell, device=torch.device("cpu"),
                        output=zcproxy.last_of_tuple, inputs=x, targets=y)
     results = {r.name: r for r in score_timed(ctx, resolve_proxies(PROXIES), "keep")}
-    for name in ("fisher", "grasp", "plain", "epe_nas", "gradsign"):
+    results["grasp split"], = score_timed(ctx, resolve_proxies({"grasp": {"split": 2}}), "keep")
+    for name in ("fisher", "grasp", "grasp split", "plain", "epe_nas", "gradsign"):
         assert math.isnan(results[name].value), name
         assert "does not depend on the input" in results[name].reason, name
     assert results["zen"].value == -math.inf

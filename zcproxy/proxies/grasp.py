@@ -16,6 +16,19 @@ Choices: the first pass is the backward grad_norm/snip/plain/fisher share
 (:func:`zcproxy.proxies.gradient.loss_pass`), identical to GraSP's first pass; only the
 double-backward pass is GraSP's own.  A network whose output does not depend on its input is
 undefined (NaN, with the reason).
+
+``split`` (NASLib's ``split_data``, default 1) is a memory option: the double backward keeps
+the graph of a whole backward pass, which peaks at about 10 GB on a large NAS-Bench-101 cell
+with the batch of 64, so ``split=k`` runs both passes on k consecutive chunks of the batch
+(NASLib's boundaries ``i·N//k``) and holds one chunk's graph at a time.  The chunks' results
+are averaged, weighted by their share of the batch:  g = Σ_k (n_k/N) ∂L_k/∂W and
+Hg = Σ_k (n_k/N) ∂(g · ∂L_k/∂W)/∂W, so that on a network whose samples do not interact the
+score equals ``split=1``'s up to rounding; with BatchNorm in train mode each chunk is
+normalised with its own statistics, so the score changes (a journal records the option).  The
+original code (alecwangcq/GraSP ``pruner/GraSP.py``, two halves of its batch) also
+accumulates the first-pass gradient over the chunks; NASLib's loop resets it at every chunk
+and keeps the last chunk's alone, which we do not follow.  NASLib
+sums where we average, a constant factor k² that changes no ranking.
 """
 from __future__ import annotations
 
@@ -25,26 +38,64 @@ import torch.nn.functional as F
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
-from .gradient import defined_loss_pass
+from .gradient import CONSTANT_OUTPUT, defined_loss_pass, outputs_identical
 
 
 @register_proxy("grasp", needs_data=True, higher_is_better=True,
                 description="GraSP: Σ −W·(H ∂L/∂W), the Hessian-gradient product "
                             "(Wang et al. 2020, NASLib's sign)")
-def grasp(ctx: ProxyContext, *, train: bool = True) -> float:
-    first = defined_loss_pass(ctx, train=train)
+def grasp(ctx: ProxyContext, *, train: bool = True, split: int = 1) -> float:
     x, y = ctx.data(need_targets=True)
-    net = ctx.prepared(Recipe(train=train), shared=False)
-    pairs = [(m.weight, g) for m, g in zip(weight_modules(net), first.grads)
+    if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= x.shape[0]:
+        raise ValueError(f"grasp: split must be a whole number of chunks in 1..{x.shape[0]} "
+                         f"(the batch size), got {split!r}")
+    if split == 1:
+        first = defined_loss_pass(ctx, train=train).grads
+        net = ctx.prepared(Recipe(train=train), shared=False)
+        chunks = [(x, y, 1.0)]
+    else:
+        net = ctx.prepared(Recipe(train=train), shared=False)
+        n = x.shape[0]
+        chunks = [(x[a:b], y[a:b], (b - a) / n) for a, b in
+                  ((i * n // split, (i + 1) * n // split) for i in range(split))]
+        first = _chunked_gradients(ctx, net, chunks)
+    pairs = [(m.weight, g) for m, g in zip(weight_modules(net), first)
              if g is not None and m.weight.requires_grad]
     if not pairs:
         raise ProxyUndefined("no conv/linear weight gets a loss gradient")
     weights = [w for w, _ in pairs]
-    loss = F.cross_entropy(ctx.forward(net, x), y)
-    grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-    z = sum((g * gf).sum() for (_, g), gf in zip(pairs, grad_f) if gf is not None)
-    if not isinstance(z, torch.Tensor) or not z.requires_grad:
-        return 0.0  # the gradient does not depend on the weights: H·g = 0
-    hg = torch.autograd.grad(z, weights, allow_unused=True)
+    hg: list[torch.Tensor | None] = [None] * len(weights)
+    for xc, yc, share in chunks:
+        loss = F.cross_entropy(ctx.forward(net, xc), yc)
+        grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+        z = sum((g * gf).sum() for (_, g), gf in zip(pairs, grad_f) if gf is not None)
+        if not isinstance(z, torch.Tensor) or not z.requires_grad:
+            continue  # this chunk's gradient does not depend on the weights: H·g = 0
+        for i, h in enumerate(torch.autograd.grad(z, weights, allow_unused=True)):
+            if h is not None:
+                h = h if len(chunks) == 1 else h * share
+                hg[i] = h if hg[i] is None else hg[i] + h
     return float(sum(float((-w.detach() * h).sum()) for w, h in zip(weights, hg)
                      if h is not None))
+
+
+def _chunked_gradients(ctx: ProxyContext, net: torch.nn.Module,
+                       chunks: list[tuple[torch.Tensor, torch.Tensor, float]]
+                       ) -> list[torch.Tensor | None]:
+    """GraSP's first pass over chunks: Σ_k (n_k/N) ∂L_k/∂W per conv/linear weight (None where
+    no chunk's loss reaches it); undefined if the network's output ignores its input."""
+    modules = list(weight_modules(net))
+    weights = [m.weight for m in modules if m.weight.requires_grad]
+    total: list[torch.Tensor | None] = [None] * len(weights)
+    outputs = []
+    for xc, yc, share in chunks:
+        out = ctx.forward(net, xc)
+        outputs.append(out.detach())
+        for i, g in enumerate(torch.autograd.grad(F.cross_entropy(out, yc), weights,
+                                                  allow_unused=True)):
+            if g is not None:
+                total[i] = g * share if total[i] is None else total[i] + g * share
+    if outputs_identical(torch.cat(outputs)):
+        raise ProxyUndefined(CONSTANT_OUTPUT)
+    by_weight = dict(zip(map(id, weights), total))
+    return [by_weight.get(id(m.weight)) for m in modules]
