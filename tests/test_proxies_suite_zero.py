@@ -140,6 +140,19 @@ def test_grasp_split_normalises_each_chunk_with_its_own_bn_statistics():
     assert zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y, split=1) == whole
 
 
+@pytest.mark.parametrize("proxy, options", [("grasp", {}), ("grasp", {"split": 2}),
+                                             ("grad_norm", {}), ("snip", {}), ("fisher", {}),
+                                             ("plain", {})])
+def test_a_frozen_model_is_undefined_with_a_reason(proxy, options):
+    """No parameter requires grad: the loss has no gradient, NaN with that reason (it was a
+    bare autograd RuntimeError)."""
+    model = small_cnn().requires_grad_(False)
+    x, y = batch()
+    ctx = ProxyContext(model=model, device=torch.device("cpu"), inputs=x, targets=y)
+    (result,) = score_timed(ctx, resolve_proxies({proxy: options}), "keep")
+    assert math.isnan(result.value) and "the model is frozen" in result.reason
+
+
 @pytest.mark.parametrize("split", [0, 9, 2.5, True])
 def test_grasp_split_out_of_range_is_a_clear_error(split):
     x, y = batch()

@@ -18,6 +18,8 @@ from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, kaiming_normal_init_, weight_modules
 
 
+NO_TRAINABLE_PARAMETER = ("the loss depends on no parameter that requires grad (the model is "
+                          "frozen), so there is no loss gradient to measure")
 CONSTANT_OUTPUT = ("the network's output is the same for every input of the batch (it does not "
                    "depend on the input), so its loss gradients say nothing about the data")
 
@@ -82,7 +84,10 @@ def loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
         handles = [m.register_forward_hook(tap(i)) for i, m in enumerate(modules)]
         try:
             out = ctx.forward(net, x)
-            F.cross_entropy(out, y).backward()
+            loss = F.cross_entropy(out, y)
+            if not loss.requires_grad:
+                raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
+            loss.backward()
         finally:
             for h in handles:
                 h.remove()

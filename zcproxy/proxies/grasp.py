@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
-from .gradient import CONSTANT_OUTPUT, defined_loss_pass, outputs_identical
+from .gradient import (CONSTANT_OUTPUT, NO_TRAINABLE_PARAMETER, defined_loss_pass,
+                       outputs_identical)
 
 
 @register_proxy("grasp", needs_data=True, higher_is_better=True,
@@ -86,13 +87,19 @@ def _chunked_gradients(ctx: ProxyContext, net: torch.nn.Module,
     no chunk's loss reaches it); undefined if the network's output ignores its input."""
     modules = list(weight_modules(net))
     weights = [m.weight for m in modules if m.weight.requires_grad]
+    if not weights:
+        if not any(p.requires_grad for p in net.parameters()):
+            raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
+        return [None] * len(modules)
     total: list[torch.Tensor | None] = [None] * len(weights)
     outputs = []
     for xc, yc, share in chunks:
         out = ctx.forward(net, xc)
         outputs.append(out.detach())
-        for i, g in enumerate(torch.autograd.grad(F.cross_entropy(out, yc), weights,
-                                                  allow_unused=True)):
+        loss = F.cross_entropy(out, yc)
+        if not loss.requires_grad:
+            raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
+        for i, g in enumerate(torch.autograd.grad(loss, weights, allow_unused=True)):
             if g is not None:
                 total[i] = g * share if total[i] is None else total[i] + g * share
     if outputs_identical(torch.cat(outputs)):
