@@ -140,12 +140,13 @@ def test_grasp_split_normalises_each_chunk_with_its_own_bn_statistics():
     assert zcproxy.score(small_cnn(), "grasp", inputs=x, targets=y, split=1) == whole
 
 
-@pytest.mark.parametrize("proxy, options", [("grasp", {}), ("grasp", {"split": 2}),
-                                             ("grad_norm", {}), ("snip", {}), ("fisher", {}),
-                                             ("plain", {})])
+@pytest.mark.parametrize("proxy, options", [
+    ("grasp", {}), ("grasp", {"split": 2}), ("grad_norm", {}), ("grad_norm", {"recipe": "zennas"}),
+    ("snip", {}), ("fisher", {}), ("plain", {}), ("synflow", {}), ("logsynflow", {}),
+    ("zico", {})])
 def test_a_frozen_model_is_undefined_with_a_reason(proxy, options):
-    """No parameter requires grad: the loss has no gradient, NaN with that reason (it was a
-    bare autograd RuntimeError)."""
+    """No parameter requires grad: nothing to differentiate, NaN with that reason (it was
+    autograd's bare RuntimeError, which names no cause)."""
     model = small_cnn().requires_grad_(False)
     x, y = batch()
     ctx = ProxyContext(model=model, device=torch.device("cpu"), inputs=x, targets=y)

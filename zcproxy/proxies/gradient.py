@@ -18,10 +18,18 @@ from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, kaiming_normal_init_, weight_modules
 
 
-NO_TRAINABLE_PARAMETER = ("the loss depends on no parameter that requires grad (the model is "
-                          "frozen), so there is no loss gradient to measure")
+NO_TRAINABLE_PARAMETER = ("no parameter that requires grad reaches the differentiated value (the "
+                          "model is frozen), so there is no gradient to measure")
 CONSTANT_OUTPUT = ("the network's output is the same for every input of the batch (it does not "
                    "depend on the input), so its loss gradients say nothing about the data")
+
+
+def backward_through_parameters(value: torch.Tensor) -> None:
+    """``value.backward()``, or undefined with the reason when no parameter that requires grad
+    reaches ``value`` (a frozen model), where autograd's own error names no cause."""
+    if not value.requires_grad:
+        raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
+    value.backward()
 
 
 def outputs_identical(out: torch.Tensor) -> bool:
@@ -84,10 +92,7 @@ def loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
         handles = [m.register_forward_hook(tap(i)) for i, m in enumerate(modules)]
         try:
             out = ctx.forward(net, x)
-            loss = F.cross_entropy(out, y)
-            if not loss.requires_grad:
-                raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
-            loss.backward()
+            backward_through_parameters(F.cross_entropy(out, y))
         finally:
             for h in handles:
                 h.remove()
@@ -131,7 +136,7 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
     x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device)
     out = ctx.forward(net, x)
     y = torch.randint(0, out.shape[-1], (batch_size,), generator=gen).to(ctx.device)
-    F.cross_entropy(out, y).backward()
+    backward_through_parameters(F.cross_entropy(out, y))
     squares = [p.grad.detach().double().pow(2).sum() for p in net.parameters()
                if p.grad is not None]
     return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
