@@ -24,12 +24,12 @@ CONSTANT_OUTPUT = ("the network's output is the same for every input of the batc
                    "depend on the input), so its loss gradients say nothing about the data")
 
 
-def backward_through_parameters(value: torch.Tensor) -> None:
-    """``value.backward()``, or undefined with the reason when no parameter that requires grad
-    reaches ``value`` (a frozen model), where autograd's own error names no cause."""
+def trainable_value(value: torch.Tensor) -> torch.Tensor:
+    """``value``, to differentiate; undefined with the reason when no parameter that requires
+    grad reaches it (a frozen model), where autograd's own error names no cause."""
     if not value.requires_grad:
         raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
-    value.backward()
+    return value
 
 
 def outputs_identical(out: torch.Tensor) -> bool:
@@ -92,7 +92,7 @@ def loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
         handles = [m.register_forward_hook(tap(i)) for i, m in enumerate(modules)]
         try:
             out = ctx.forward(net, x)
-            backward_through_parameters(F.cross_entropy(out, y))
+            trainable_value(F.cross_entropy(out, y)).backward()
         finally:
             for h in handles:
                 h.remove()
@@ -136,7 +136,7 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
     x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device)
     out = ctx.forward(net, x)
     y = torch.randint(0, out.shape[-1], (batch_size,), generator=gen).to(ctx.device)
-    backward_through_parameters(F.cross_entropy(out, y))
+    trainable_value(F.cross_entropy(out, y)).backward()
     squares = [p.grad.detach().double().pow(2).sum() for p in net.parameters()
                if p.grad is not None]
     return float(torch.stack(squares).sum().sqrt()) if squares else 0.0

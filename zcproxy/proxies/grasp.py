@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
-from .gradient import (CONSTANT_OUTPUT, NO_TRAINABLE_PARAMETER, defined_loss_pass,
-                       outputs_identical)
+from .gradient import CONSTANT_OUTPUT, defined_loss_pass, outputs_identical, trainable_value
 
 
 @register_proxy("grasp", needs_data=True, higher_is_better=True,
@@ -50,12 +49,11 @@ def grasp(ctx: ProxyContext, *, train: bool = True, split: int = 1) -> float:
     if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= x.shape[0]:
         raise ValueError(f"grasp: split must be a whole number of chunks in 1..{x.shape[0]} "
                          f"(the batch size), got {split!r}")
+    net = ctx.prepared(Recipe(train=train), shared=False)
     if split == 1:
         first = defined_loss_pass(ctx, train=train).grads
-        net = ctx.prepared(Recipe(train=train), shared=False)
         chunks = [(x, y, 1.0)]
     else:
-        net = ctx.prepared(Recipe(train=train), shared=False)
         n = x.shape[0]
         chunks = [(x[a:b], y[a:b], (b - a) / n) for a, b in
                   ((i * n // split, (i + 1) * n // split) for i in range(split))]
@@ -73,9 +71,8 @@ def grasp(ctx: ProxyContext, *, train: bool = True, split: int = 1) -> float:
         if not isinstance(z, torch.Tensor) or not z.requires_grad:
             continue  # this chunk's gradient does not depend on the weights: H·g = 0
         for i, h in enumerate(torch.autograd.grad(z, weights, allow_unused=True)):
-            if h is not None:
-                h = h if len(chunks) == 1 else h * share
-                hg[i] = h if hg[i] is None else hg[i] + h
+            if h is not None:  # × 1.0 for the whole batch is exact
+                hg[i] = h * share if hg[i] is None else hg[i] + h * share
     return float(sum(float((-w.detach() * h).sum()) for w, h in zip(weights, hg)
                      if h is not None))
 
@@ -86,23 +83,18 @@ def _chunked_gradients(ctx: ProxyContext, net: torch.nn.Module,
     """GraSP's first pass over chunks: Σ_k (n_k/N) ∂L_k/∂W per conv/linear weight (None where
     no chunk's loss reaches it); undefined if the network's output ignores its input."""
     modules = list(weight_modules(net))
-    weights = [m.weight for m in modules if m.weight.requires_grad]
-    if not weights:
-        if not any(p.requires_grad for p in net.parameters()):
-            raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
-        return [None] * len(modules)
-    total: list[torch.Tensor | None] = [None] * len(weights)
+    trainable = [i for i, m in enumerate(modules) if m.weight.requires_grad]
+    total: list[torch.Tensor | None] = [None] * len(modules)
     outputs = []
     for xc, yc, share in chunks:
         out = ctx.forward(net, xc)
         outputs.append(out.detach())
-        loss = F.cross_entropy(out, yc)
-        if not loss.requires_grad:
-            raise ProxyUndefined(NO_TRAINABLE_PARAMETER)
-        for i, g in enumerate(torch.autograd.grad(loss, weights, allow_unused=True)):
+        loss = trainable_value(F.cross_entropy(out, yc))
+        grads = torch.autograd.grad(loss, [modules[i].weight for i in trainable],
+                                    allow_unused=True) if trainable else ()
+        for i, g in zip(trainable, grads):
             if g is not None:
                 total[i] = g * share if total[i] is None else total[i] + g * share
     if outputs_identical(torch.cat(outputs)):
         raise ProxyUndefined(CONSTANT_OUTPUT)
-    by_weight = dict(zip(map(id, weights), total))
-    return [by_weight.get(id(m.weight)) for m in modules]
+    return total

@@ -38,7 +38,7 @@ from torch import nn
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, chain_links, weight_modules
-from .gradient import backward_through_parameters
+from .gradient import trainable_value
 
 
 def _weights_and_grads(ctx: ProxyContext
@@ -73,7 +73,7 @@ def _weights_and_grads(ctx: ProxyContext
         exponent = sum(exponents)
         if exponent > 1000:
             return None  # 2**sum is beyond float64: the float64 pass says what becomes of it
-        backward_through_parameters(total)
+        trainable_value(total).backward()
         pairs = [(m.weight.detach(), m.weight.grad.detach())
                  for m in weight_modules(net) if m.weight.grad is not None]
         if dtype == torch.float64:

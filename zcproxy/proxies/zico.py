@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ..context import ProxyContext
 from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
-from .gradient import backward_through_parameters
+from .gradient import trainable_value
 
 
 def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = False
@@ -50,7 +50,7 @@ def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = 
     for xb, yb in zip(torch.tensor_split(x, batches), torch.tensor_split(y, batches)):
         if not accumulate:
             net.zero_grad(set_to_none=True)
-        backward_through_parameters(F.cross_entropy(ctx.forward(net, xb), yb))
+        trainable_value(F.cross_entropy(ctx.forward(net, xb), yb)).backward()
         for name, m in layers:
             if m.weight.grad is not None:
                 grads[name].append(m.weight.grad.detach().reshape(-1).to(torch.float64).clone())
