@@ -159,6 +159,18 @@ def test_swap_reinitialises_so_weights_do_not_matter():
     assert (zcproxy.score(a, "swap", inputs=x) * 32) % 1 == 0
 
 
+@pytest.mark.parametrize("batch_size", [16, 70])
+def test_swap_without_units_on_a_map_is_undefined_with_the_reason(batch_size):
+    """An MLP's activations are vectors, which SWAP leaves out: nothing to count, on the packed
+    path (16 samples) and the row path (70), for SWAP and its regularised form."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(70, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    for name in ("swap", "swap_reg"):
+        got = zcproxy.score(net, name, inputs=x, batch_size=batch_size, repeats=2,
+                            nonfinite="nan", return_details=True)
+        assert math.isnan(got.value) and "feature map or token sequence" in got.reason
+
+
 @pytest.mark.parametrize("n", [3, 16, 24, 40, 70])
 def test_fast_pattern_count_equals_the_plain_one(n):
     """The int-code count (a table up to 24 samples, a sort up to 64, rows beyond) against
@@ -410,6 +422,27 @@ def test_az_reads_channels_last_maps_and_skips_the_permute():
     w = model[2].weight.detach().double()
     gram = torch.einsum("bhwc,bhwd->cd", g_out, g_out) / (5 * 16)
     assert got["az_trainability"] == pytest.approx(_pair_score(w.T @ gram), rel=1e-6)
+
+
+@pytest.mark.parametrize("last", ["conv", "batchnorm"])
+def test_az_reads_a_conv1d_map_channels_first_when_its_length_equals_its_width(last):
+    """Conv1d 3 -> 4, then a block Conv1d 4 -> 5 (ending in a BatchNorm1d(5), or not) on
+    sequences of length 5: the second map is (B, 5, 5), channels in dim 1 although dim 2 is
+    as wide.  Expressivity = entropy of the B·5 4-dim vectors + of the B·5 5-dim vectors
+    (read channels-last it would take the 5 positions of each channel as its vector)."""
+    torch.manual_seed(2)
+    block = [nn.Conv1d(4, 5, 1), *([nn.BatchNorm1d(5)] if last == "batchnorm" else [])]
+    model = nn.Sequential(nn.Conv1d(3, 4, 1), nn.Sequential(*block))
+    x = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(3))
+    got = zcproxy.score(model, "az_expressivity", use_inputs=True, init="none", inputs=x)
+
+    f0 = model[0](x)
+    f1 = model(x)
+    expected = _entropy_of(f0.transpose(1, 2).reshape(-1, 4)) + \
+        _entropy_of(f1.transpose(1, 2).reshape(-1, 5))
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got != pytest.approx(_entropy_of(f0.transpose(1, 2).reshape(-1, 4))
+                                + _entropy_of(f1.reshape(-1, 5)), rel=1e-6)
 
 
 class EveryOtherToken(nn.Module):

@@ -88,6 +88,23 @@ def test_fisher_by_hand():
     assert 40 * LN3 ** 2 / 256 == pytest.approx(0.188586, abs=1e-6)
 
 
+@pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, groups=2, padding=1),
+                                   nn.ConvTranspose2d(4, 6, 3, groups=2)],
+                         ids=["conv", "transposed"])
+def test_fisher_broadcasts_to_one_output_channels_weights(layer):
+    """With one weight layer, per_weight multiplies Σ_k F_k by the weights of one output
+    channel: c_in/groups · k² = 2 · 9 = 18, for a convolution and its transpose alike (the
+    transpose's weight is (c_in, c_out/groups, k, k): its shape[1:] would count 27)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(layer, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.randn(8, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 6
+    per_channel = zcproxy.score(net, "fisher", inputs=x, targets=y, per_weight=False)
+    assert per_channel > 0
+    assert zcproxy.score(net, "fisher", inputs=x, targets=y) == pytest.approx(18 * per_channel,
+                                                                                rel=1e-12)
+
+
 def test_grasp_by_hand():
     """One Linear(W = ln3·I, no bias) on X2, Y2: logits z_n = W x_n as above.
 

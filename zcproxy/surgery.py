@@ -573,7 +573,9 @@ def chain_links(model: nn.Module) -> list[nn.Module]:
 
 
 def weight_modules(model: nn.Module) -> Iterator[nn.Module]:
-    """Convolution and linear layers: the parameters pruning-style proxies sum over."""
+    """Convolution (1-, 2-, 3-d, transposed too) and linear layers: the parameters
+    pruning-style proxies sum over (NASLib's and FreeREA's code count ``nn.Conv2d`` and
+    ``nn.Linear`` only, which is every weight of the benchmarks' networks)."""
     for m in model.modules():
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight is not None:
             yield m

@@ -57,7 +57,9 @@ is a linear or LayerNorm layer (one that acts on the last dimension) with the wi
 not of dim 1 (timm's and torchvision's Swin keep (B, H, W, C)); a conv or BatchNorm there
 always means dim 1, whatever its width (an NB101 cell may end in a 32-channel conv while its
 concatenated output is 128 x 32 x 32; az_* version 1 took that map's width for its channels).
-A 3-dim map is (B, L, C) unless that width is dim 1's only.
+A 3-dim map is (B, C, L) when that layer is a convolution or a norm given a map (a Conv1d or
+BatchNorm1d: its channels are dim 1 even when L equals C), else (B, L, C) unless that width is
+dim 1's only.
 
 Where the official code gives no rule, zcproxy generalises it as follows (choices of
 zcproxy, not of the authors):
@@ -302,14 +304,25 @@ def _channel_dim(call: _Call, calls: list[_Call]) -> int:
         if c.start >= call.start and c.end <= call.end and c.end > last:
             w = _width(c.module)
             if w is not None:
-                width, last, layer = w, c.end, c.module
+                width, last, layer = w, c.end, c
     if out.dim() == 4:
         # Only a layer that acts on the last dimension can leave a map channels-last: a conv
         # or BatchNorm of 32 channels at the end of an NB101 cell whose 128-channel output is
         # 32 wide must not turn that map's width into its channels.
-        last_dim = isinstance(layer, (nn.Linear, nn.LayerNorm))
+        last_dim = layer is not None and isinstance(layer.module, (nn.Linear, nn.LayerNorm))
         return 3 if last_dim and out.shape[3] == width != out.shape[1] else 1
+    if layer is not None and _acts_on_dim_1(layer) and out.shape[1] == width:
+        return 1  # (B, C, L) from a Conv1d or BatchNorm1d, even when L == C
     return 1 if width is not None and out.shape[1] == width != out.shape[2] else 2
+
+
+def _acts_on_dim_1(call: _Call) -> bool:
+    """A convolution, or a batch/instance/group norm given a map (not LeViT's flattened
+    (B·L, C) rows): layers whose channels are dim 1 of their output."""
+    if isinstance(call.module, nn.modules.conv._ConvNd):
+        return True
+    return isinstance(call.module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) \
+        and isinstance(call.input, torch.Tensor) and call.input.dim() >= 3
 
 
 def _positions(t: torch.Tensor, channel_dim: int) -> int:

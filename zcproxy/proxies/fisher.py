@@ -9,7 +9,11 @@ real batch (``split_data=1``).  For every conv/linear layer with output z (bias 
 
 NASLib prunes channels, so it broadcasts F_k to every weight of channel k before ``sum_arr``
 adds everything up: the score is Σ_layers Σ_k F_k · |W[k]| with |W[k]| = the number of weights
-of one output channel (c_in/groups · kernel area; in_features for a linear layer).
+of one output channel (c_in/groups · kernel area; in_features for a linear layer), counted as
+the layer's weights divided by its output channels, so that a transposed convolution, whose
+weight is laid out (c_in, c_out/groups, kernel), counts the same c_in/groups · kernel area
+(NASLib counts only ``nn.Conv2d`` and ``nn.Linear``; zcproxy every convolution, see
+:func:`zcproxy.surgery.weight_modules`).
 ``per_weight=False`` sums the F_k themselves instead.
 
 Choices: the forward pass and the backward are the ones grad_norm/snip/plain already take
@@ -21,8 +25,6 @@ the same for the 2-D outputs it sees).  A network whose output does not depend o
 is undefined (NaN, with the reason).
 """
 from __future__ import annotations
-
-import math
 
 from ..context import ProxyContext
 from ..registry import register_proxy
@@ -38,6 +40,6 @@ def fisher(ctx: ProxyContext, *, per_weight: bool = True, train: bool = True) ->
     for w, f in zip(p.weights, p.fisher):
         if f is None:
             continue
-        scale = math.prod(w.shape[1:]) if per_weight else 1
+        scale = w.numel() // f.numel() if per_weight else 1
         total += scale * float(f.abs().sum())
     return total

@@ -4,6 +4,12 @@ Both take one cross-entropy backward pass on a real labelled batch, in train mod
 reference code does: grad_norm = Σ over layers of ‖∂L/∂W‖₂; SNIP (Lee et al., 2019) =
 Σ|W ⊙ ∂L/∂W| over conv and linear weights.  The pass (:func:`loss_pass`) is shared with plain,
 fisher and GraSP (their own modules), so it also records Fisher's per-channel taps.
+
+Which weights: every convolution (1-, 2- and 3-d, transposed too) and linear layer
+(:func:`zcproxy.surgery.weight_modules`), where NASLib counts ``nn.Conv2d`` and ``nn.Linear``
+only (the same on the benchmarks' networks).  A frozen weight (``requires_grad=False``) has no
+gradient and is left out of every sum, SNIP's included; NASLib's SNIP differentiates a mask
+instead, so it counts frozen weights (its grad_norm, plain and fisher leave them out too).
 """
 from __future__ import annotations
 

@@ -35,8 +35,10 @@ Re-initialisation ``r`` uses a generator seeded with ``seed + r``; ``reinit=Fals
 the weights as given (one pass).  Each unit's pattern is packed into one integer code (up to
 64 samples) and the codes are counted, instead of comparing rows of the unit x sample matrix.
 
-The count is >= 1 on every network (a network whose units are all off has one pattern), so
-SWAP is defined on NAS-Bench-201 cells whose output does not depend on the input.
+The count is >= 1 on every network with such units (a network whose units are all off has
+one pattern), so SWAP is defined on NAS-Bench-201 cells whose output does not depend on the
+input.  A network with none (an MLP: every activation a vector) has no pattern to count:
+undefined, NaN with the reason (the official code returns None and its mean fails).
 """
 from __future__ import annotations
 
@@ -46,8 +48,12 @@ import numpy as np
 import torch
 
 from ..context import ProxyContext
-from ..registry import register_proxy
+from ..registry import ProxyUndefined, register_proxy
 from ..surgery import Recipe, capture_activations, gaussian_init_
+
+
+NO_UNITS = ("no activation acts on a feature map or token sequence (an output of 3 or more "
+            "dimensions), and SWAP counts the patterns of those units only")
 
 
 def distinct_rows(bits: np.ndarray) -> int:
@@ -122,6 +128,8 @@ def swap_count(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
             if reinit:
                 gaussian_init_(net, torch.Generator().manual_seed(ctx.seed + r))
             counts.append(distinct_unit_patterns(ctx, net, x))
+            if counts[-1] == 0:
+                raise ProxyUndefined(NO_UNITS)
         return sum(counts) / len(counts)
     return ctx.memo(("swap", batch_size, repeats, reinit), compute)
 

@@ -7,7 +7,11 @@ weights; LogSynflow = Σ|θ ⊙ log(1 + ∂R/∂θ)| tames the gradients, which 
 depth and otherwise let the deepest/widest layers dominate.  The two share one backward pass.
 Norms are suppressed as in FreeREA's code (which disables BatchNorm; here every norm, so that
 the network is linear up to its activations), including fused norm + activation modules, whose
-activation is kept (zcproxy.surgery.without_norm).
+activation is kept (zcproxy.surgery.without_norm).  The pass runs in eval mode, so dropout and
+drop-path are off and the score is deterministic; FreeREA calls ``net.train()`` and NASLib
+keeps the caller's mode (train in its predictor), which differs only on a network with
+dropout or drop-path, where their scores are random (288.7 here against 514, 188 and 193 in
+three train-mode runs of NASLib's code on a small CNN with Dropout(0.5)).
 
 Where they are undefined (raised as ProxyUndefined, so the score is NaN with the reason):
 

@@ -16,7 +16,9 @@ unbiased batch variance), not the batch variances; ZenNAS never resets them betw
 and neither does this.  Defaults are the ones ZenNAS's own search uses (``evolution_search.py``:
 ``repeat=1``, ``--batch_size 64`` in its CIFAR scripts) and AZ-NAS's and VKDNW's NAS-Bench-201
 runs use (batch 64, one repeat); ZenNAS's stand-alone command line uses ``--repeat_times 32
---batch_size 16``.
+--batch_size 16``.  The network is scored as given, residual links included (as AZ-NAS and
+VKDNW do); ZenNAS's search scores its candidates built with ``no_reslink=True``, which only
+its own search space can do.
 
 F is "the network before global average pooling" (ZenNAS's ``forward_pre_GAP``; on a
 NAS-Bench-201 network AZ-NAS's and VKDNW's ``forward_pre_GAP`` return ``lastact`` = BN + ReLU

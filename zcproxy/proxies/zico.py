@@ -17,7 +17,12 @@ the batches without zeroing, so its second "batch" was g_1 + g_2.  Default: per-
 
 Batches: the real batch the caller passes is split into ``batches`` equal parts (the runner's
 64 images give 2 x 32; pass 128 images for the official 2 x 64).  Weights are the model's own
-(no re-initialisation), as in the official code.
+(no re-initialisation), as in the official code, and the network is scored as given: ZiCo's
+and ZenNAS's own searches build it with ``no_reslink=True`` (residual links removed), which
+only their search spaces can do.  The statistics are computed in float64 (the official
+``np.std`` in float32 gives a weight whose two gradients differ by one ulp a std of ulp/√2
+instead of ulp/2, and its ratio ~1e7 can dominate its layer): on 66 full-size NATS-tss cells
+the two differ by at most 0.049 and rank the cells identically (τ 1.0).
 
 Undefined: if no layer contributes (every gradient is 0 or identical across batches, e.g. a
 NAS-Bench-201 cell whose output does not depend on its input, so the loss depends on no
