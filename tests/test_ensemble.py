@@ -84,6 +84,12 @@ def test_infinite_scores():
         [0.0, 0.5, 1.0])
     assert ensemble_scores(frame, ["naswot", "b"], "max_abs", True).tolist() == pytest.approx(
         [-1 + 1 / 3, 0.5 + 2 / 3, 1 + 1])
+    # complete cases: an undefined score drops its row whether it reads NaN or -inf (or +inf)
+    for missing in (math.nan, -math.inf, math.inf):
+        kept = ensemble_scores(frame.assign(naswot=[missing, 10.0, 20.0]), ["naswot", "b"],
+                               "log_rank", True, nan="propagate")
+        assert math.isnan(kept.iloc[0])
+        assert kept.iloc[1:].tolist() == pytest.approx([2 * math.log(1 / 2), 0.0])
 
 
 def test_small_populations_and_bad_input():

@@ -425,3 +425,22 @@ def test_paired_difference_reports_both_statistics():
     y = [1.0, 2, 3, 4]
     d = zs.paired_difference([1.0, 2, 3, 4], [1.0, 2, 4, 3], y, "kendall", n_boot=0)
     assert (d.a_value, d.b_value) == (pytest.approx(1.0), pytest.approx(4 / 6))
+
+
+def test_degenerate_inputs_are_recognised_despite_rounding():
+    """Cases exact arithmetic calls degenerate but floating point leaves a residue of ~1e-17:
+    a bootstrap resample that drew one value only (Pearson over [3, 3, 3]: undefined, so the
+    interval of [3, 3, 0] vs [2, 3, 1] is that of its defined resamples, r = 0.866 or 1);
+    partial Kendall of z with itself given z (scipy's τ(z, z) is 1 - 1e-16 with ties: 0 by
+    definition, not an arbitrary ratio); partial Spearman with a constant y (NaN whatever x);
+    and two paired statistics equal in exact arithmetic (Pearson is affine-invariant: a
+    difference of rounding noise is not "above 0" on any resample)."""
+    lo, hi = zs.bootstrap_ci([3, 3, 0], [2, 3, 1], "pearson", n_boot=2000, seed=0)
+    assert (lo, hi) == pytest.approx((math.sqrt(3) / 2, 1.0))
+    z = [0, 1, 1, 2, 2, 3, 3, 3, 4, 5]
+    assert zs.partial_rank_correlation(z, z, z, method="kendall").value == 0.0
+    for x in ([1, 2, 3, 4, 5], [1, 3, 2, 5, 4]):
+        assert math.isnan(zs.partial_rank_correlation(x, [5] * 5, [1, 2, 3, 4, 5]).value)
+    a = np.arange(30.0)
+    diff = zs.paired_difference(a, 3 * a + 1, np.sin(a), "pearson", n_boot=500, seed=0)
+    assert abs(diff.value) < 1e-15 and diff.share_above == 0.0

@@ -22,13 +22,13 @@ Rules (higher is better for every result; lower-is-better members are negated fi
     here an all-zero member stays 0 instead.
 
 Missing and non-finite scores.  ``nan="worst"`` (default; what a search needs: a candidate
-whose proxy failed must lose on that proxy, not vanish): NaN ranks below every value of its
-member (ties among NaNs averaged) and counts as -1, the lowest possible value, under
-``max_abs``.  ``nan="propagate"``: rows missing any member get NaN and the others are ranked
-among themselves only (complete cases, what a correlation table wants).  Infinite scores are
-ordered as they are by the rank rules (NASWOT's -inf for a cell with no distinct activation
-pattern is the worst value); ``max_abs`` normalises by the largest *finite* magnitude and maps
-±inf to ±1.
+whose proxy failed must lose on that proxy, not vanish, and AZ-NAS's own aggregation): NaN
+ranks at the bottom of its member, tied with -inf (an undefined score's worst value, e.g.
+NASWOT's for a cell with no distinct activation pattern; ties averaged), and counts as -1, the
+lowest possible value, under ``max_abs``, which normalises by the largest *finite* magnitude
+and maps ±inf to ±1.  ``nan="propagate"``: rows where any member is not finite (NaN, or ±inf:
+undefined, or beyond every number) get NaN and the others are ranked among themselves only:
+complete cases, the rows a correlation table ranks for a single proxy too.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def combine(values: np.ndarray | Sequence[Sequence[float]], rule: str = "mean_ra
     matrix = matrix * signs
     out = np.full(n, np.nan)
     if nan == "propagate":
-        rows = ~np.isnan(matrix).any(axis=1)
+        rows = np.isfinite(matrix).all(axis=1)
         if rows.any():
             out[rows] = _RULE_FUNCTIONS[rule](matrix[rows])
         return out

@@ -14,7 +14,11 @@ worth its cost only above them).  A proxy scored on fewer architectures than the
 study that grows) says so in its ``n`` column; every row is computed on the architectures it
 has.  τ and ρ drop the architectures a proxy could not score (NaN or ±inf, reason in the run's
 ``errors`` column); the "undefined last" column ranks them below every scored one instead, as
-a search does and as a figure over a whole benchmark must (:func:`undefined_last`).
+a search does and as a figure over a whole benchmark must (:func:`undefined_last`).  An
+aggregate's τ and ρ likewise rank only the architectures every member could score; its
+"undefined last" figure ranks each member's undefined scores at that member's bottom
+(AZ-NAS's own aggregation), and what each member adds compares the aggregates with and without
+it on the same architectures, those the full aggregate ranks.
 
 Accuracies of other datasets (``--datasets``) are looked up in the benchmark's tables for
 the same architectures; the score is the one the run computed (its networks, its images), and
@@ -52,14 +56,21 @@ def _oriented(frame: pd.DataFrame, proxy: str) -> pd.Series:
 
 
 def _ensemble_column(columns: dict[str, pd.Series], name: str, rule: str,
-                     members: Sequence[str]) -> pd.Series:
-    """The aggregate of already oriented member columns (NaN where a member is NaN)."""
+                     members: Sequence[str], *, nan: str = "propagate",
+                     rows: pd.Series | None = None) -> pd.Series:
+    """The aggregate of already oriented member columns, over the architectures in ``rows``
+    (default all; NaN elsewhere).  ``nan="propagate"``: NaN where a member is undefined (NaN or
+    ±inf), the others ranked among themselves, as a single proxy's τ drops its undefined
+    architectures; ``nan="worst"``: a member's undefined scores rank at its bottom (AZ-NAS's
+    own aggregation, and a search's)."""
     missing = [m for m in members if m not in columns]
     if missing:
         raise ValueError(f"ensemble {name}: no scores for {', '.join(missing)} in this table")
     frame = pd.DataFrame({m: columns[m] for m in members})
-    return pd.Series(ensemble_scores(frame, list(members), rule, higher_is_better=True,
-                                     nan="propagate"), index=frame.index)
+    chosen = frame if rows is None else frame[rows.reindex(frame.index, fill_value=False)]
+    values = pd.Series(ensemble_scores(chosen, list(members), rule, higher_is_better=True,
+                                       nan=nan), index=chosen.index)
+    return values.reindex(frame.index)
 
 
 def undefined_last(values: pd.Series) -> pd.Series:
@@ -99,22 +110,26 @@ def leaderboard(scores: pd.DataFrame, *, bench: str, accuracy: pd.Series, datase
     kinds = {p: "baseline" if get_proxy(p).baseline else "proxy" for p in columns}
     options = proxy_options or {}
     needs_data = {p: get_proxy(p).reads_images(options.get(p)) for p in columns}
+    acc = pd.to_numeric(accuracy, errors="coerce")
+    worst_first: dict[str, pd.Series] = {}  # each aggregate's "undefined last" ranking
     for name, rule, members in ensembles:
         columns[name] = _ensemble_column(columns, name, rule, members)
         seconds[name] = float(sum(seconds[m] for m in members))
         scored[name] = pd.concat([scored[m] for m in members], axis=1).all(axis=1)
+        worst_first[name] = _ensemble_column(columns, name, rule, members, nan="worst",
+                                             rows=scored[name] & np.isfinite(acc))
         kinds[name] = f"ensemble ({rule}: {'+'.join(members)})"
         needs_data[name] = any(needs_data[m] for m in members)
     params = pd.to_numeric(scores["n_params"] if "n_params" in scores else scores["params"],
                            errors="coerce")
-    acc = pd.to_numeric(accuracy, errors="coerce")
     rows = []
     for name, values in columns.items():
         keep = np.isfinite(values) & np.isfinite(acc)
         x, y = values[keep].to_numpy(), acc[keep].to_numpy()
         tau, rho = kendall_tau(x, y), spearman_rho(x, y)
         attempted = scored[name] & np.isfinite(acc)
-        ranked, y_all = undefined_last(values[attempted]), acc[attempted]
+        ranked = undefined_last(worst_first.get(name, values)[attempted])
+        y_all = acc[attempted]
         tau_ci = bootstrap_ci(x, y, "kendall", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
         rho_ci = bootstrap_ci(x, y, "spearman", n_boot=n_boot, seed=seed) if n_boot else (math.nan,) * 2
         partial = (partial_rank_correlation(values, acc, params).value
@@ -150,11 +165,13 @@ def member_contributions(scores: pd.DataFrame, *, accuracy: pd.Series,
     for name, rule, members in ensembles:
         if len(members) < 2:
             continue
-        full = _ensemble_column(columns, name, rule, members).to_numpy()
+        full = _ensemble_column(columns, name, rule, members)
         for member in members:
             rest = [m for m in members if m != member]
-            without = _ensemble_column(columns, f"{name} without {member}", rule, rest).to_numpy()
-            diff = paired_difference(full, without, acc, "kendall", n_boot=n_boot, seed=seed)
+            without = _ensemble_column(columns, f"{name} without {member}", rule, rest,
+                                       rows=full.notna())
+            diff = paired_difference(full.to_numpy(), without.to_numpy(), acc, "kendall",
+                                     n_boot=n_boot, seed=seed)
             rows.append({"ensemble": name, "member": member, "n": diff.n,
                          "kendall_with": diff.a_value, "kendall_without": diff.b_value,
                          "delta": diff.value, "delta_lo": diff.lo, "delta_hi": diff.hi,

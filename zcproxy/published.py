@@ -24,8 +24,10 @@ _PAPER: dict[tuple[str, str, str], Figure] = {
     ("nats-tss", "logsynflow", "cifar10"): (0.630, 0.826, "FreeREA"),
 }
 
-# VKDNW (CVPR 2025) Table 1: NAS-Bench-201, all 15,625 cells, each proxy run with its authors'
-# code, mean of 5 runs; τ/ρ on CIFAR-10, CIFAR-100, ImageNet16-120.  "aznas", "tenas" and
+# VKDNW (CVPR 2025) Table 1: NAS-Bench-201, each proxy run with its authors' code, mean of 5
+# runs; τ/ρ on CIFAR-10, CIFAR-100, ImageNet16-120.  The paper says the whole benchmark; its
+# code ranks the 9,445 cells without a dead operation (results/leaderboard/README.md, and
+# ``--population no-dead-ops`` for a table over those cells).  "aznas", "tenas" and
 # "vkdnw" are rank aggregates of several components (zcproxy.ensemble), "n_trainable_layers"
 # a depth baseline.
 _VKDNW_SOURCE = "VKDNW (CVPR 2025) Table 1"

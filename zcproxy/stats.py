@@ -224,7 +224,13 @@ def _weighted_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray,
 
     ``centered=True`` promises that every row of a and b already has weighted mean 0.
     """
+    constant = np.zeros(len(a), dtype=bool)
     if not centered:
+        # A resample that drew one value only has no correlation; centring it leaves rounding
+        # noise (1e-33, not 0), so it is recognised before.
+        drawn = w > 0
+        for v in (a, b):
+            constant |= np.where(drawn, v, np.inf).min(axis=1) == np.where(drawn, v, -np.inf).max(axis=1)
         tot = w.sum(axis=1)
         a = a - (np.einsum("ij,ij->i", w, a) / tot)[:, None]
         b = b - (np.einsum("ij,ij->i", w, b) / tot)[:, None]
@@ -232,7 +238,7 @@ def _weighted_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray,
     cov = np.einsum("ij,ij->i", wa, b)
     var = np.einsum("ij,ij->i", wa, a) * np.einsum("ij,ij->i", w * b, b)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(var > 0, cov / np.sqrt(var), np.nan)
+        r = np.where((var > 0) & ~constant, cov / np.sqrt(var), np.nan)
     return np.clip(r, -1.0, 1.0)
 
 
@@ -357,7 +363,8 @@ def paired_difference(a: object, b: object, y: object, stat: str = "kendall",
     reps = reps[np.isfinite(reps)]
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(reps, [alpha, 1.0 - alpha]) if len(reps) else (math.nan, math.nan)
-    share = float(np.mean(reps > 0)) if len(reps) else math.nan
+    # A difference within rounding of 0 (two statistics equal in exact arithmetic) is not > 0.
+    share = float(np.mean(reps > 1e-12)) if len(reps) else math.nan
     return PairedDifference(float(value), float(lo), float(hi), share, n, dropped,
                             float(a_value), float(b_value))
 
@@ -407,7 +414,7 @@ def partial_rank_correlation(x: object, y: object, controls: object,
             raise ValueError(f"partial Kendall supports one control, got {c.shape[1]}")
         txy, txz, tyz = _kendall(xa, ya), _kendall(xa, c[:, 0]), _kendall(ya, c[:, 0])
         denom = math.sqrt(max((1 - txz ** 2) * (1 - tyz ** 2), 0.0))
-        if denom == 0.0:
+        if denom <= 1e-7:  # |τ| = 1 up to rounding (scipy's τ(z, z) can be 1 - 1e-16)
             return StatResult(0.0, n, dropped,
                               note="a variable is a monotone function of the control")
         return StatResult(float(np.clip((txy - txz * tyz) / denom, -1, 1)), n, dropped)
@@ -415,13 +422,13 @@ def partial_rank_correlation(x: object, y: object, controls: object,
         return StatResult(math.nan, n, dropped, note="too few observations for the controls")
     rx, ry = _sps.rankdata(xa), _sps.rankdata(ya)
     design = np.column_stack([np.ones(n)] + [_sps.rankdata(col) for col in c.T])
+    if np.ptp(rx) == 0.0 or np.ptp(ry) == 0.0:
+        return StatResult(math.nan, n, dropped, note="x or y is constant")
     residuals = []
     for r in (rx, ry):
         coef, *_ = np.linalg.lstsq(design, r, rcond=None)
         res = r - design @ coef
         spread = np.linalg.norm(r - r.mean())
-        if spread == 0.0:
-            return StatResult(math.nan, n, dropped, note="x or y is constant")
         if np.linalg.norm(res) <= 1e-9 * spread:
             return StatResult(0.0, n, dropped, note="x or y is fully explained by the controls")
         residuals.append(res)
