@@ -315,7 +315,8 @@ class PairedDifference:
     """stat(a, y) − stat(b, y) on the same rows, with a paired bootstrap interval.
 
     ``a_value`` and ``b_value`` are the two statistics on those rows (``value`` their
-    difference); ``share_above`` is the fraction of resamples in which the difference is > 0: near 1 or 0
+    difference); ``share_above`` is the fraction of resamples in which the difference is > 0 (beyond
+    rounding: > 1e-12): near 1 or 0
     the sign is settled, near 0.5 it is not.
     """
 
@@ -413,10 +414,10 @@ def partial_rank_correlation(x: object, y: object, controls: object,
         if c.shape[1] != 1:
             raise ValueError(f"partial Kendall supports one control, got {c.shape[1]}")
         txy, txz, tyz = _kendall(xa, ya), _kendall(xa, c[:, 0]), _kendall(ya, c[:, 0])
-        denom = math.sqrt(max((1 - txz ** 2) * (1 - tyz ** 2), 0.0))
-        if denom <= 1e-7:  # |τ| = 1 up to rounding (scipy's τ(z, z) can be 1 - 1e-16)
+        if 1 - abs(txz) <= 1e-12 or 1 - abs(tyz) <= 1e-12:  # |τ| = 1 up to rounding
             return StatResult(0.0, n, dropped,
                               note="a variable is a monotone function of the control")
+        denom = math.sqrt((1 - txz ** 2) * (1 - tyz ** 2))
         return StatResult(float(np.clip((txy - txz * tyz) / denom, -1, 1)), n, dropped)
     if n < c.shape[1] + 3:
         return StatResult(math.nan, n, dropped, note="too few observations for the controls")

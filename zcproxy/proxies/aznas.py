@@ -57,9 +57,12 @@ is a linear or LayerNorm layer (one that acts on the last dimension) with the wi
 not of dim 1 (timm's and torchvision's Swin keep (B, H, W, C)); a conv or BatchNorm there
 always means dim 1, whatever its width (an NB101 cell may end in a 32-channel conv while its
 concatenated output is 128 x 32 x 32; az_* version 1 took that map's width for its channels).
-A 3-dim map is (B, C, L) when that layer is a convolution or a norm given a map (a Conv1d or
-BatchNorm1d: its channels are dim 1 even when L equals C), else (B, L, C) unless that width is
-dim 1's only.
+A 3-dim map is (B, C, L) when that layer is a convolution or norm whose own output is 3-dim
+(a Conv1d or BatchNorm1d: channels in dim 1 even when L equals C, or when branches are
+concatenated), unless its width is dim 2's and not dim 1's (a transpose inside the block); after
+any other layer (a linear or LayerNorm, a Conv2d patch embedding flattened into tokens) it is
+(B, L, C) unless that width is dim 1's only.  A Conv1d whose (B, C, L) output is transposed
+inside its block with L == C cannot be told apart from shapes and is read (B, C, L).
 
 Where the official code gives no rule, zcproxy generalises it as follows (choices of
 zcproxy, not of the authors):
@@ -311,18 +314,20 @@ def _channel_dim(call: _Call, calls: list[_Call]) -> int:
         # 32 wide must not turn that map's width into its channels.
         last_dim = layer is not None and isinstance(layer.module, (nn.Linear, nn.LayerNorm))
         return 3 if last_dim and out.shape[3] == width != out.shape[1] else 1
-    if layer is not None and _acts_on_dim_1(layer) and out.shape[1] == width:
-        return 1  # (B, C, L) from a Conv1d or BatchNorm1d, even when L == C
+    if layer is not None and _makes_channels_first_sequence(layer):
+        # (B, C, L) even when L == C, or branches of it concatenated; dim 2 only where the
+        # layer's width moved to the end (a transpose inside the block)
+        return 2 if out.shape[2] == width != out.shape[1] else 1
     return 1 if width is not None and out.shape[1] == width != out.shape[2] else 2
 
 
-def _acts_on_dim_1(call: _Call) -> bool:
-    """A convolution, or a batch/instance/group norm given a map (not LeViT's flattened
-    (B·L, C) rows): layers whose channels are dim 1 of their output."""
-    if isinstance(call.module, nn.modules.conv._ConvNd):
-        return True
-    return isinstance(call.module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) \
-        and isinstance(call.input, torch.Tensor) and call.input.dim() >= 3
+def _makes_channels_first_sequence(call: _Call) -> bool:
+    """A convolution or batch/instance/group norm whose own output is a 3-dim (B, C, L) map: a
+    Conv1d or BatchNorm1d, not a Conv2d patch embedding flattened into tokens afterwards nor
+    LeViT's norms on flattened (B·L, C) rows."""
+    return isinstance(call.module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase,
+                                    nn.GroupNorm)) \
+        and isinstance(call.output, torch.Tensor) and call.output.dim() == 3
 
 
 def _positions(t: torch.Tensor, channel_dim: int) -> int:

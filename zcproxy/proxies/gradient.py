@@ -8,8 +8,9 @@ fisher and GraSP (their own modules), so it also records Fisher's per-channel ta
 Which weights: every convolution (1-, 2- and 3-d, transposed too) and linear layer
 (:func:`zcproxy.surgery.weight_modules`), where NASLib counts ``nn.Conv2d`` and ``nn.Linear``
 only (the same on the benchmarks' networks).  A frozen weight (``requires_grad=False``) has no
-gradient and is left out of every sum, SNIP's included; NASLib's SNIP differentiates a mask
-instead, so it counts frozen weights (its grad_norm, plain and fisher leave them out too).
+gradient and is left out of grad_norm's, SNIP's and plain's sums (NASLib's grad_norm and plain
+too; its SNIP differentiates a mask instead, so it counts frozen weights); Fisher reads each
+layer's output gradient, so it counts a frozen layer, here as in NASLib.
 """
 from __future__ import annotations
 
