@@ -286,6 +286,25 @@ def test_a_failing_proxy_is_recorded_with_its_error(plugin, tss, tmp_path):
     assert len(again) == 4
 
 
+def test_a_recipe_that_reads_no_image_runs_without_an_image_folder(tss, tmp_path, monkeypatch):
+    """grad_norm recipe=zennas draws Gaussian inputs: the runner must not load (or demand) the
+    image batch for it, while the default recipe, which reads images, still demands one."""
+    from zcproxy import runner
+
+    def no_images(*args, **kwargs):
+        raise FileNotFoundError("no CIFAR-10 folder in this test")
+    monkeypatch.setattr(runner, "job_batch", no_images)
+    monkeypatch.setattr(runner, "_SETTINGS_CACHE", {})
+    _, indices = tss
+    zennas = ScoringJob(bench="nats-tss", proxies=("grad_norm",),
+                        proxy_options={"grad_norm": {"recipe": "zennas", "batch_size": 4}})
+    journal = run_scoring(zennas, indices[:1], tmp_path / "zennas.csv", progress=False)
+    assert (journal["error"] == "").all() and (journal["score"] > 0).all()
+    images = ScoringJob(bench="nats-tss", proxies=("grad_norm",))
+    with pytest.raises(FileNotFoundError, match="no CIFAR-10 folder"):
+        run_scoring(images, indices[:1], tmp_path / "images.csv", progress=False)
+
+
 def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path):
     job = ScoringJob(bench="nats-tss", proxies=("n_params",), plugins=("no_such_plugin_zc",))
     with pytest.raises(ModuleNotFoundError, match="no_such_plugin_zc"):

@@ -169,7 +169,7 @@ def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
     """
     from . import __version__
     from .nasbench import get_benchmark
-    needs_data = any(_needs_data(p) for p in job.proxies)
+    needs_data = any(_reads_images(p, job.proxy_options.get(p)) for p in job.proxies)
     key = (job.bench, job.dataset, job.data_dir, job.official_path, job.seed, job.batch_size,
            os.environ.get("ZCPROXY_DATA"))
     cached = _SETTINGS_CACHE.get(key)
@@ -193,11 +193,12 @@ def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
     return settings, bench
 
 
-def _needs_data(name: str) -> bool:
-    # A proxy from a plug-in may exist only in the workers (a Ray cluster's nodes): unknown
-    # here means "fingerprint the batch if there is one", never an error.
+def _reads_images(name: str, options: dict | None) -> bool:
+    # Whether the proxy reads the image batch under its options (grad_norm recipe=zennas reads
+    # none).  A proxy from a plug-in may exist only in the workers (a Ray cluster's nodes):
+    # unknown here means "fingerprint the batch if there is one", never an error.
     try:
-        return get_proxy(name).needs_data
+        return get_proxy(name).reads_images(options)
     except KeyError:
         return False
 
@@ -409,7 +410,9 @@ class Worker:
         self.proxies = resolve_proxies({p: job.proxy_options.get(p, {}) for p in job.proxies})
         self.versions = {p.name: p.version for p, _ in self.proxies}
         self.inputs = self.targets = None
-        if any(p.needs_data for p, _ in self.proxies):
+        # Only proxies that read images under their options need the batch: a run of
+        # grad_norm recipe=zennas alone works without any image folder.
+        if any(p.reads_images(options) for p, options in self.proxies):
             self.inputs, self.targets, self.inputs_source = job_batch(job, self.bench,
                                                                       job.device)
         if job.tune_malloc:  # after loading: the loaders' big temporaries go back to the OS
