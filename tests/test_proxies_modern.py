@@ -491,6 +491,29 @@ def test_tenas_ntk_singular_kernel_is_undefined():
         zcproxy.score(model, "tenas_ntk", inputs=x)
 
 
+def test_tenas_ntk_resolves_condition_numbers_float32_can_resolve():
+    """x1 = [1, 0], x2 = [1, 2^-14]: NTK = [[1, 1], [1, 1 + d]] with d = 2^-28 (exact in
+    float64 from float32 gradients), det d, so λ_min = d / λ_max and the condition number
+    λ_max² / d ≈ 1.07e9.  Version 1's Weyl limit (1 / (2·√N·eps32) ≈ 3.0e6 at N = 2) called it
+    undefined; version 2's, 1 / (N·eps32²) ≈ 3.5e13 at N = 2, keeps it."""
+    model = nn.Sequential(linear([[0.3, -1.0]]))
+    x = torch.tensor([[1.0, 0.0], [1.0, 2.0 ** -14]])
+    d = 2.0 ** -28
+    hi = (2 + d + math.sqrt(4 + d * d)) / 2
+    assert zcproxy.score(model, "tenas_ntk", inputs=x) == pytest.approx(hi * hi / d, rel=1e-9)
+    assert hi * hi / d > 1 / (2 * math.sqrt(2) * torch.finfo(torch.float32).eps)
+
+
+def test_tenas_ntk_version_1_rows_carry_over_only_where_version_2_agrees():
+    unchanged = zcproxy.get_proxy("tenas_ntk").carries_over["1"]
+    singular = "undefined (inf): the NTK is singular (eigenvalues {} .. {}): the per-sample"
+    assert unchanged(4.9e5, "")  # finite under the stricter limit: the same number now
+    assert unchanged(math.inf, singular.format("0", "0"))  # a dead cell: singular under any
+    assert unchanged(math.inf, singular.format("-3.1e-12", "8.4"))
+    assert not unchanged(math.inf, singular.format("2.1e-06", "8.4"))  # may be defined now
+    assert not unchanged(math.nan, "ValueError: tenas_ntk: the model has no trainable weights")
+
+
 def test_tenas_lr_by_hand():
     """conv(1 -> 2, w = [1, -1]) -> ReLU, full width, 1x1 crops of four 1x1 images 3, -2, 0, 5.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import signal
@@ -303,6 +304,36 @@ def test_a_recipe_that_reads_no_image_runs_without_an_image_folder(tss, tmp_path
     images = ScoringJob(bench="nats-tss", proxies=("grad_norm",))
     with pytest.raises(FileNotFoundError, match="no CIFAR-10 folder"):
         run_scoring(images, indices[:1], tmp_path / "images.csv", progress=False)
+
+
+def test_rows_a_new_version_keeps_are_reused_out_loud_and_the_others_rescored(tss, tmp_path):
+    """tenas_ntk version 2 only loosened the undefined-limit: version-1 rows that are finite or
+    singular under any limit are reused (the file keeps their version), one that version 2
+    may define is rescored."""
+    from zcproxy.runner import run_settings
+    bench, indices = tss
+    job = ScoringJob(bench="nats-tss", proxies=("tenas_ntk",),
+                     proxy_options={"tenas_ntk": {"batch_size": 2}})
+    settings, _ = run_settings(job)
+    archs = bench.table("cifar10")["arch"].to_numpy()
+    singular = "undefined (inf): the NTK is singular (eigenvalues {} .. {}): the per-sample"
+    a, b, c = (int(i) for i in indices[:3])
+    path = tmp_path / "journal.csv"
+    write_journal(path, settings, [
+        (a, archs[a], "tenas_ntk", "1", 123.5, 1.0, ""),
+        (b, archs[b], "tenas_ntk", "1", float("inf"), 1.0, singular.format("0", "0")),
+        (c, archs[c], "tenas_ntk", "1", float("inf"), 1.0, singular.format("2.1e-06", "8.4"))])
+    said: list[str] = []
+    frame = run_scoring(job, [a, b, c], path, progress=False, notify=said.append)
+    assert any("reusing 2 tenas_ntk scores of definition version 1 as version 2" in line
+               and "1 other version-1 row(s) it may not" in line for line in said), said
+    assert any("rescoring 1 tenas_ntk" in line for line in said), said
+    got = frame.set_index("index")
+    assert (got["version"] == "2").all()
+    assert got.loc[a, "score"] == 123.5 and got.loc[b, "score"] == math.inf
+    assert got.loc[c, "score"] != math.inf  # scored again: a 2-sample NTK of a live cell
+    on_file = read_journal(path)[1].set_index("index")["version"]
+    assert on_file[a] == "1" and on_file[b] == "1" and on_file[c] == "2"
 
 
 def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path):

@@ -45,9 +45,9 @@ from .journal import (Journal, JournalError, done_pairs, journal_in_use, read_se
 from .nasbench import BENCHMARKS
 from .published import published
 from .registry import available_proxies, get_proxy, proxy_info
-from .runner import (ScoringJob, SettingsMismatch, adopt_journal, check_architectures,
-                     check_device, proxy_versions, run_scoring, run_settings,
-                     scored_with, settings_differences, split_stale, wide_scores)
+from .runner import (ScoringJob, SettingsMismatch, adopt_journal, carry_over,
+                     check_architectures, check_device, proxy_versions, run_scoring,
+                     run_settings, scored_with, settings_differences, split_stale, wide_scores)
 from .stats import (correlation_table, pairwise_rank_correlation, partial_rank_correlation,
                     to_markdown)
 
@@ -480,7 +480,10 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
     frame["_ok"] = frame["error"] == ""
     frame = (frame.sort_values("_ok", kind="stable")
              .drop_duplicates(["index", "proxy"], keep="last").drop(columns="_ok"))
-    have = done_pairs(frame, retry_failed=False, versions=proxy_versions(proxies))
+    carried, reused = carry_over(frame)
+    for sentence in reused:
+        say(sentence)
+    have = done_pairs(carried, retry_failed=False, versions=proxy_versions(proxies))
     lacking = [(i, p) for i in indices for p in proxies if (int(i), p) not in have]
     if lacking:
         position = {int(i): k for k, i in enumerate(indices)}
@@ -496,7 +499,7 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
     write_journal(merged_path, settings, frame.itertuples(index=False, name=None), sessions)
     say(f"merged {count} shard journals into {merged_path} "
         f"({len(frame)} scores of {len(indices)} architectures)")
-    return frame.reset_index(drop=True)
+    return carry_over(frame)[0].reset_index(drop=True)  # the file keeps the computed versions
 
 
 def add_ensembles(scores: pd.DataFrame, ensembles: Sequence[tuple[str, str, tuple[str, ...]]]

@@ -32,11 +32,19 @@ class Proxy:
     # never mixes scores of two definitions under one name (runs record the versions they used).
     # Journals hold the benchmark adapters' networks: a fix confined to layers none of them
     # builds (checked on them and on the model zoo, and said in the commit) keeps the version.
+    # A change that keeps some old scores bumps it and names those in ``carries_over``.
     version: str = "1"
     # For a proxy whose options can make it read no image (a recipe on Gaussian inputs):
     # whether it reads the image batch under the given options; None means ``needs_data``.
     reads_images_with: Callable[[Mapping[str, Any]], bool] | None = field(
         default=None, repr=False, compare=False)
+    # For a new version that changes the value of only some networks: {older version:
+    # predicate(score, error) of a journal row of that version}, true where the row is provably
+    # what the current definition gives (e.g. a looser undefined-limit keeps every finite
+    # score).  Such rows are reused as the current version, and the runner says so; the others
+    # are rescored.
+    carries_over: Mapping[str, Callable[[float, str], bool]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def reads_images(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether a score under ``options`` depends on the real-image batch: what a table
@@ -82,12 +90,15 @@ class UnknownProxyError(KeyError):
 def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: bool = True,
                    description: str = "", needs_forward: bool = True,
                    baseline: bool = False, replace: bool = False, version: str = "1",
-                   reads_images_with: Callable[[Mapping[str, Any]], bool] | None = None
+                   reads_images_with: Callable[[Mapping[str, Any]], bool] | None = None,
+                   carries_over: Mapping[str, Callable[[float, str], bool]] | None = None
                    ) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator that registers ``fn(ctx, **options) -> float`` under ``name``.
 
     ``reads_images_with(options)``, for a ``needs_data`` proxy some of whose options read no
     image, says whether the batch is read under ``options`` (:meth:`Proxy.reads_images`).
+    ``carries_over`` names the journal rows of older versions that the current one keeps
+    unchanged (:attr:`Proxy.carries_over`).
 
     Registering a name twice is an error unless ``replace=True``, so that two plug-ins cannot
     silently shadow each other.
@@ -100,7 +111,8 @@ def register_proxy(name: str, *, needs_data: bool = False, higher_is_better: boo
             raise ValueError(f"a proxy named {name!r} is already registered; pass replace=True")
         _REGISTRY[name] = Proxy(name, fn, needs_data, higher_is_better,
                                 description or (fn.__doc__ or "").strip().split("\n")[0],
-                                needs_forward, baseline, version, reads_images_with)
+                                needs_forward, baseline, version, reads_images_with,
+                                dict(carries_over or {}))
         return fn
 
     return decorate

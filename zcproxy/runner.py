@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from .api import resolve_proxies, score_timed
 from .context import ProxyContext
-from .journal import (ENVIRONMENT, Journal, JournalError, Row, error_kind, journal_in_use,
-                      read_journal, write_journal)
+from .journal import (ENVIRONMENT, Journal, JournalError, Row, done_pairs, error_kind,
+                      journal_in_use, read_journal, write_journal)
 from .registry import get_proxy
 
 
@@ -567,12 +567,14 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
                 raise SettingsMismatch(f"{journal.path} holds scores made with other settings "
                                        f"({'; '.join(clash)}); use another --out folder, or "
                                        "--fresh to rescore")
-            frame = journal.read()
+            frame, carried = carry_over(journal.read())
             check_architectures(frame, table, journal.path)
             versions = proxy_versions(job.proxies)
-            done = journal.done(retry_failed, versions)
+            done = done_pairs(frame, retry_failed, versions)
             tasks = pending_tasks(indices, job.proxies, done, table["arch"].to_numpy())
             if notify is not None:
+                for sentence in carried:
+                    notify(sentence)
                 _note_reuse(notify, frame, indices, tasks, journal.path, retry_failed, versions)
                 if tasks:
                     _note_other_sessions(notify, journal.sessions(), session)
@@ -584,7 +586,7 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
                     journal.append(rows)
                     bar.update(1)
             bar.close()
-            return journal.read()
+            return carry_over(journal.read())[0]
 
 
 # What a bit-exact score depends on beyond the settings (``benchmarks/THREADS.md``).
@@ -634,6 +636,37 @@ def proxy_versions(names: Sequence[str]) -> dict[str, str]:
         except KeyError:
             pass
     return versions
+
+
+def carry_over(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(``frame`` with every row of an older proxy version that the current definition keeps
+    unchanged relabelled as the current version, one sentence per proxy saying so).
+
+    A proxy declares such rows in :attr:`zcproxy.registry.Proxy.carries_over` (e.g. a looser
+    undefined-limit keeps every finite score): they are reused instead of rescored, out loud;
+    the file keeps the version they were computed under.
+    """
+    versions = proxy_versions(list(dict.fromkeys(frame["proxy"])))
+    said, relabel = [], pd.Series(False, index=frame.index)
+    for proxy, version in versions.items():
+        for older, unchanged in get_proxy(proxy).carries_over.items():
+            mine = (frame["proxy"] == proxy) & (frame["version"] == older)
+            if not mine.any():
+                continue
+            keep = mine & pd.Series([bool(unchanged(float(v), str(e))) for v, e in zip(
+                frame["score"], frame["error"].fillna(""))], index=frame.index)
+            if keep.any():
+                relabel |= keep
+                others = int((mine & ~keep).sum())
+                said.append(f"reusing {int(keep.sum()):,} {proxy} scores of definition version "
+                            f"{older} as version {version}, which gives them unchanged"
+                            + (f" ({others:,} other version-{older} row(s) it may not)"
+                               if others else ""))
+    if not relabel.any():
+        return frame, said
+    frame = frame.copy()
+    frame.loc[relabel, "version"] = frame.loc[relabel, "proxy"].map(versions)
+    return frame, said
 
 
 def split_stale(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
