@@ -230,6 +230,46 @@ def test_live_search_resumes_after_an_interruption(tmp_path, sss):
         assert table.lookup(index, ["n_params"])[0] == scores
 
 
+def test_live_journal_keeps_only_current_definitions_and_records_versions(tmp_path, sss):
+    """A live journal from before versions were recorded: n_params (only ever version 1) is
+    reused, the Entropic Score (now version 2) is left out, said, and scored again; the file is
+    rewritten with a version column and keeps its old rows."""
+    journal = tmp_path / "live-scores.csv"
+    journal.write_text("index,proxy,score,seconds,error\n"
+                       "3,n_params,111.0,0.1,\n3,entropic,-5.0,0.2,\n")
+    live = LiveScores("nats-sss", ["n_params", "entropic"], journal=journal)
+    assert live.cache == {(3, "n_params"): (111.0, 0.1)}
+    assert any("left out 1 scores of definition version unknown, now 2 of entropic" in note
+               for note in live.notes), live.notes
+    scores, _ = live(3, ["n_params", "entropic"])
+    live.close()
+    assert scores["n_params"] == 111.0 and scores["entropic"] != -5.0
+    rows = pd.read_csv(journal, dtype={"version": str}, keep_default_na=False)
+    assert list(rows.columns) == ["index", "proxy", "version", "score", "seconds", "error"]
+    assert rows["version"].tolist() == ["", "", "2"]
+    again = LiveScores("nats-sss", ["n_params", "entropic"], journal=journal)
+    assert again.cache[(3, "entropic")][0] == scores["entropic"] and not again.notes
+
+
+def test_score_tables_leave_out_stale_definitions_and_carry_kept_ones(tmp_path, tss):
+    """A correlate journal read for a search: rows of a proxy's older definition are left out
+    (said), rows a newer version keeps (tenas_ntk 1 -> 2) count as current."""
+    from zcproxy.journal import write_journal
+    archs = tss.table("cifar10")["arch"].to_numpy()
+    path = tmp_path / "journal.csv"
+    write_journal(path, {"bench": "nats-tss"}, [
+        (0, archs[0], "entropic", "1", -1.5, 0.1, ""),
+        (1, archs[1], "entropic", "2", 2.5, 0.1, ""),
+        (0, archs[0], "tenas_ntk", "1", 44.0, 9.0, "")])
+    table = ScoreTable.from_paths(path, len(tss), bench="nats-tss", arches=archs)
+    assert table.covered(["entropic"]).tolist() == [1]
+    assert table.lookup(0, ["tenas_ntk"])[0] == {"tenas_ntk": 44.0}
+    assert any("reusing 1 tenas_ntk scores of definition version 1 as version 2" in n
+               for n in table.notes), table.notes
+    assert any("left out 1 scores of definition version 1, now 2 of entropic" in n
+               for n in table.notes), table.notes
+
+
 def test_guides_and_methods_parse():
     assert Guide.parse("logsynflow").label == "logsynflow"
     assert Guide.parse("naswot,logsynflow,entropic").label == \

@@ -254,6 +254,24 @@ def test_resume_guards(decoupled_run, tmp_path):
     assert _best_without_clock(out) == _best_without_clock(decoupled_run)
 
 
+def test_resume_refuses_a_log_of_other_proxy_definitions(tmp_path, monkeypatch):
+    """A log records the version of each proxy it scored with; after a proxy's definition
+    changed, resuming would rank its logged candidates against rescored ones."""
+    import dataclasses
+
+    from zcproxy.registry import _REGISTRY
+    out = tmp_path / "versions"
+    cfg = SearchConfig(target="s0", seed=3, **SMALL)
+    run_search(cfg, out, score_fn=FakeScorer(), progress=False, stop_after=5)
+    start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert start["proxy_versions"] == {cfg.es_proxy: _REGISTRY[cfg.es_proxy].version,
+                                       "logsynflow": _REGISTRY["logsynflow"].version}
+    monkeypatch.setitem(_REGISTRY, "logsynflow",
+                        dataclasses.replace(_REGISTRY["logsynflow"], version="99"))
+    with pytest.raises(ResumeMismatch, match="proxy definitions .*'logsynflow': '1'.*'99'"):
+        run_search(cfg, out, score_fn=FakeScorer(), resume=True, progress=False)
+
+
 def test_a_log_has_one_writer_at_a_time(decoupled_run, tmp_path, capsys):
     """A second search on a folder whose log is open stops before reading or repairing it
     (it could cut a line the first one is writing); a refused resume releases the lock, so

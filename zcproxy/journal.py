@@ -135,13 +135,6 @@ class Journal:
             self._fh.flush()
         return _read_rows(self.path, self.legacy)[1]
 
-    def done(self, retry_failed: bool = False,
-             versions: dict[str, str] | None = None) -> set[tuple[int, str]]:
-        """(index, proxy) pairs not to compute again: scores and undefined results, and
-        architecture failures unless ``retry_failed``; environment failures never count, nor
-        rows of a proxy version other than ``versions`` gives (proxies it lacks: any)."""
-        return done_pairs(self.read(), retry_failed, versions)
-
     def append(self, rows: Iterable[Row]) -> None:
         if self.legacy:
             raise JournalError(f"{self.path} was written by zcproxy 0.1 (no settings, no arch "
@@ -187,7 +180,10 @@ def journal_in_use(path: str | os.PathLike) -> contextlib.AbstractContextManager
 
 def done_pairs(frame: pd.DataFrame, retry_failed: bool = False,
                versions: dict[str, str] | None = None) -> set[tuple[int, str]]:
-    """What :meth:`Journal.done` says, for rows already read."""
+    """(index, proxy) pairs not to compute again: scores and undefined results, and
+    architecture failures unless ``retry_failed``; environment failures never count, nor rows
+    of a proxy version other than ``versions`` gives (proxies it lacks: any).  The runner
+    passes rows after :func:`zcproxy.runner.carry_over`, so kept older rows count."""
     kinds = frame["error"].map(error_kind)
     keep = kinds.isin(("ok", "undefined") if retry_failed else ("ok", "undefined", "failed"))
     if versions:

@@ -308,7 +308,7 @@ class Search:
             raise
         if not self.log.events:
             self.log.append({"event": "start", "config": self._config_record(),
-                             "wall": time.time()})
+                             "proxy_versions": self._proxy_versions(), "wall": time.time()})
         self.next_id = 0
         self.fresh = 0               # candidates scored by this process
         self.total_candidates = 0    # candidates evaluated in the whole search
@@ -319,6 +319,10 @@ class Search:
     # ---- configuration -----------------------------------------------------------------------
     def _config_record(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self.cfg)))
+
+    def _proxy_versions(self) -> dict[str, str]:
+        from ..runner import proxy_versions
+        return proxy_versions([self.cfg.es_proxy, LOGSYNFLOW])
 
     def _check_config(self) -> None:
         logged = self.replay.config
@@ -331,6 +335,12 @@ class Search:
             details = ", ".join(f"{k}: log {logged.get(k)!r} vs now {now.get(k)!r}" for k in diff)
             raise ResumeMismatch(f"{self.out_dir / 'log.jsonl'} was written by a search with other "
                                  f"settings ({details}); resume with the same settings or use "
+                                 "another --out")
+        versions, now_versions = self.replay.proxy_versions, self._proxy_versions()
+        if versions is not None and versions != now_versions:  # older logs recorded none
+            raise ResumeMismatch(f"{self.out_dir / 'log.jsonl'} holds scores of proxy "
+                                 f"definitions {versions}, not today's {now_versions}: its "
+                                 "candidates would be ranked against rescored ones; use "
                                  "another --out")
 
     def _check_budget_reachable(self) -> None:

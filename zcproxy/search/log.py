@@ -95,6 +95,9 @@ class Replay:
 
     def __init__(self, events: list[dict[str, Any]]):
         self.config = events[0]["config"] if events else None
+        # The definition version of each proxy the search scored with (None: a log from before
+        # they were recorded).
+        self.proxy_versions = events[0].get("proxy_versions") if events else None
         self.started: set[int] = set()
         self.ended: dict[int, dict[str, Any]] = {}
         self.done = any(e["event"] == "done" for e in events)

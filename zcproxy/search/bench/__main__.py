@@ -211,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.scores:
         table = ScoreTable.from_paths(args.scores, len(bench), bench=args.bench, arches=arches)
         settings = next((s for s in table.settings if "seed" in s), {})
+        for note in table.notes:
+            _say(note)
     if args.list_guides:
         names = table.proxies if table is not None else available_proxies()
         for name in names:
@@ -270,6 +272,8 @@ def _run(args: argparse.Namespace) -> int:
         live = LiveScores(args.bench, live_proxies, dataset=networks, seed=seed, batch_size=batch,
                           device=args.device, data_dir=args.data_dir, threads=args.threads,
                           journal=journal, stop_after=args.stop_after, exact=args.exact)
+        for note in live.notes:
+            _say(note)
     source = HybridScores(CachedScores(table), live) if table is not None else live
     sources = {"tables": table.sources if table is not None else [],
                "fingerprint": _fingerprint(table.sources) if table is not None else None,

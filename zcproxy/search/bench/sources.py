@@ -44,7 +44,8 @@ def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
     if data.startswith(b"#"):  # a settings record line (journals newer than zcproxy 0.1)
         data = data[data.find(b"\n") + 1:]
     frame = pd.read_csv(io.BytesIO(data), dtype={"index": "int64", "proxy": str, "error": str,
-                                                 "arch": str}, keep_default_na=False,
+                                                 "arch": str, "version": str},
+                        keep_default_na=False,
                         na_values={"score": ["nan", "NaN", ""], "seconds": ["nan", "NaN", ""]})
     missing = {"index", "proxy", "score"} - set(frame.columns)
     if missing:
@@ -52,6 +53,27 @@ def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
     if "seconds" not in frame:
         frame["seconds"] = np.nan
     return frame.drop_duplicates(["index", "proxy"], keep="last")
+
+
+def current_definitions(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of a score journal that are of each proxy's current definition, and one
+    sentence per proxy on what was reused or left out: a search never ranks scores of two
+    definitions of a proxy against each other (the rule ``correlate`` applies to its tables).
+
+    Rows of an older version that the current one keeps (:attr:`Proxy.carries_over`) count as
+    current.  Rows that record no version (a search's live journal from before they did) are
+    kept for proxies that have only ever had one definition (version 1); the others are left
+    out, so they are scored again.
+    """
+    from ...runner import carry_over, proxy_versions, split_stale
+    version = frame["version"] if "version" in frame else pd.Series("", index=frame.index)
+    known = proxy_versions(list(dict.fromkeys(frame["proxy"])))
+    only_ever_one = frame["proxy"].map(lambda p: known.get(p) == "1")
+    frame = frame.assign(version=version.where((version != "") | ~only_ever_one, "1"))
+    frame, said = carry_over(frame)
+    frame, stale = split_stale(frame)
+    said += [f"left out {what} of {proxy}" for proxy, what in stale.items()]
+    return frame, [f"{source}: {sentence}" for sentence in said]
 
 
 def _journal_from_wide(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -115,6 +137,8 @@ class ScoreTable:
         self.present: dict[str, np.ndarray] = {}
         self.sources: list[str] = []
         self.settings: list[dict] = []
+        # What reading the files reused or left out (older proxy versions), for the caller to say.
+        self.notes: list[str] = []
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | os.PathLike] | str | os.PathLike, size: int, *,
@@ -137,8 +161,11 @@ class ScoreTable:
             raise ValueError(f"{file} holds scores of the {dataset} networks, the tables before "
                              f"it of the {self.dataset} networks: a search is guided by the "
                              "scores of one set of networks, never a mixture")
-        frame = (read_journal_frame(file) if file.name != "scores.csv"
-                 else _journal_from_wide(pd.read_csv(file), file))
+        if file.name == "scores.csv":  # written from one definition per proxy, unrecorded
+            frame = _journal_from_wide(pd.read_csv(file), file)
+        else:
+            frame, said = current_definitions(read_journal_frame(file), str(file))
+            self.notes += said
         self.add_frame(frame, str(file))
         self.settings.append({"source": str(file), **settings})
 
@@ -248,8 +275,10 @@ class LiveScores:
         self.cache: dict[tuple[int, str], tuple[float, float]] = {}
         self.journal_path = Path(journal) if journal is not None else None
         self._journal = None  # file handle, opened on the first fresh score
+        self.notes: list[str] = []  # what the journal's reading reused or left out
         if self.journal_path is not None and self.journal_path.exists():
-            frame = read_journal_frame(self.journal_path)
+            frame, self.notes = current_definitions(read_journal_frame(self.journal_path),
+                                                    str(self.journal_path))
             for i, p, s, sec in frame[["index", "proxy", "score", "seconds"]].itertuples(
                     index=False, name=None):
                 self.cache[(int(i), str(p))] = (float(s), float(sec))
@@ -283,17 +312,23 @@ class LiveScores:
         return scores, float(sum(self.cache[(index, p)][1] for p in proxies))
 
     def _append(self, rows: list[tuple]) -> None:
-        """Append rows to the search's own score journal (``index,proxy,score,seconds,error``,
-        flushed per architecture; a torn last line is dropped by the reader)."""
+        """Append rows to the search's own score journal (``LIVE_COLUMNS``, with each proxy's
+        definition version; flushed per architecture; a torn last line is dropped by the
+        reader).  A journal from before versions were recorded is first rewritten, atomically,
+        with an empty version on its old rows."""
         if self._journal is None:
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
+            if not new:
+                _add_version_column(self.journal_path)
             self._journal = open(self.journal_path, "a", newline="", encoding="utf-8")
             if new:
-                self._journal.write("index,proxy,score,seconds,error\n")
+                self._journal.write(",".join(LIVE_COLUMNS) + "\n")
         writer = csv.writer(self._journal)
+        versions = self.worker.versions
         for index, proxy, value, seconds, error in rows:
-            writer.writerow([index, proxy, "nan" if math.isnan(value) else repr(float(value)),
+            writer.writerow([index, proxy, versions.get(proxy, ""),
+                             "nan" if math.isnan(value) else repr(float(value)),
                              f"{seconds:.6f}", error])
         self._journal.flush()
 
@@ -305,6 +340,27 @@ class LiveScores:
     def describe(self) -> str:
         return (f"live: {self.job.bench}, seed {self.job.seed}, batch {self.job.batch_size}, "
                 f"{self.job.device}")
+
+
+LIVE_COLUMNS = ["index", "proxy", "version", "score", "seconds", "error"]
+
+
+def _add_version_column(path: Path) -> None:
+    """Rewrite a live score journal of the layout without versions in ``LIVE_COLUMNS``'s."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        if "version" in header:
+            return
+        rows = list(csv.reader(fh))
+    if rows and len(rows[-1]) != len(header):  # a torn last line, as the reader drops it
+        rows.pop()
+    from ...atomic import atomic_write
+    with atomic_write(path, newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(LIVE_COLUMNS)
+        for row in rows:
+            record = dict(zip(header, row))
+            writer.writerow([record.get(c, "") for c in LIVE_COLUMNS])
 
 
 def worker_rows(worker, index: int, proxies: Sequence[str]) -> list[tuple]:
@@ -372,4 +428,5 @@ class HybridScores:
 
 
 __all__ = ["ScoreTable", "CachedScores", "LiveScores", "HybridScores", "ScoresMissing",
-           "StopScoring", "read_journal_frame", "resolve_score_path", "worker_rows"]
+           "StopScoring", "current_definitions", "read_journal_frame", "resolve_score_path",
+           "worker_rows"]
