@@ -499,7 +499,8 @@ def merge_shards(out: Path, indices: Sequence[int], proxies: Sequence[str], sett
     write_journal(merged_path, settings, frame.itertuples(index=False, name=None), sessions)
     say(f"merged {count} shard journals into {merged_path} "
         f"({len(frame)} scores of {len(indices)} architectures)")
-    return carry_over(frame)[0].reset_index(drop=True)  # the file keeps the computed versions
+    # The file keeps the versions rows were computed under; the caller gets the carried ones.
+    return carried.loc[frame.index, COLUMNS].reset_index(drop=True)
 
 
 def add_ensembles(scores: pd.DataFrame, ensembles: Sequence[tuple[str, str, tuple[str, ...]]]

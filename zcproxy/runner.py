@@ -653,8 +653,10 @@ def carry_over(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             mine = (frame["proxy"] == proxy) & (frame["version"] == older)
             if not mine.any():
                 continue
-            keep = mine & pd.Series([bool(unchanged(float(v), str(e))) for v, e in zip(
-                frame["score"], frame["error"].fillna(""))], index=frame.index)
+            rows = frame[mine]  # the predicate is asked of this proxy's old rows only
+            keep = pd.Series([bool(unchanged(float(v), str(e))) for v, e in zip(
+                rows["score"], rows["error"].fillna(""))], index=rows.index).reindex(
+                frame.index, fill_value=False)
             if keep.any():
                 relabel |= keep
                 others = int((mine & ~keep).sum())
