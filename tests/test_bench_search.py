@@ -270,6 +270,22 @@ def test_score_tables_leave_out_stale_definitions_and_carry_kept_ones(tmp_path, 
                for n in table.notes), table.notes
 
 
+def test_a_scores_csv_without_recorded_versions_keeps_only_single_definition_proxies(
+        tmp_path, tss):
+    """A correlate scores.csv written before run.json recorded proxy versions: n_params (only
+    ever version 1) is taken, the Entropic Score (now version 2, so of either) is left out."""
+    archs = tss.table("cifar10")["arch"].to_numpy()
+    pd.DataFrame({"index": [0, 1], "arch": archs[:2], "accuracy": [90.0, 91.0],
+                  "n_params": [1e5, 2e5], "entropic": [-1.0, 2.0],
+                  "errors": ["", ""]}).to_csv(tmp_path / "scores.csv", index=False)
+    table = ScoreTable.from_paths(tmp_path / "scores.csv", len(tss), bench="nats-tss",
+                                  arches=archs)
+    assert table.covered(["n_params"]).tolist() == [0, 1]
+    assert "entropic" not in table.values
+    assert any("left out 2 scores of definition version unknown, now 2 of entropic" in n
+               for n in table.notes), table.notes
+
+
 def test_guides_and_methods_parse():
     assert Guide.parse("logsynflow").label == "logsynflow"
     assert Guide.parse("naswot,logsynflow,entropic").label == \

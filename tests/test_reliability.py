@@ -221,8 +221,19 @@ def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, ca
         define("1", 1.0)
         assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
         define("2", 2.0)  # the definition changed under the same name
+        # Until the folder is rerun, its scores.csv is of the old definition, and says so:
+        # the leaderboard's reader refuses it, a search's --scores leaves the column out.
+        with pytest.raises(analysis.StaleTable, match=r"zc_rel_versioned \(definition "
+                           r"version 1 there, 2 now\)"):
+            analysis.read_scores(tmp_path)
+        from zcproxy.search.bench.sources import ScoreTable
+        table = ScoreTable.from_paths(tmp_path / "scores.csv", 15625, bench="nats-tss")
+        assert "zc_rel_versioned" not in table.values
+        assert any("left out 4 scores of definition version 1, now 2 of zc_rel_versioned"
+                   in note for note in table.notes), table.notes
         capsys.readouterr()
         assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
+        assert analysis.read_scores(tmp_path)["zc_rel_versioned"].eq(2.0).all()
         assert ("rescoring 4 zc_rel_versioned scores recorded under definition version 1 "
                 "(now 2)") in capsys.readouterr().err
         assert (pd.read_csv(tmp_path / "scores.csv")["zc_rel_versioned"] == 2.0).all()

@@ -26,6 +26,11 @@ class IncompleteTable(ValueError):
     kill, edited, or left from another run)."""
 
 
+class StaleTable(ValueError):
+    """A score table whose run.json records a column under another definition of its proxy
+    than the current one: showing it under the proxy's name would be a silent wrong result."""
+
+
 def load_scores(bench: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
     """The committed per-architecture scores of one benchmark (folder ``root/bench``)."""
     return read_scores(Path(root or RESULTS / "correlate") / bench)
@@ -36,7 +41,9 @@ def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
     records for it, so a table cut at a row boundary is an error, never a smaller study.
 
     Folders written before zcproxy recorded them (no ``outputs`` in run.json) are read as
-    they are.
+    they are.  A column that run.json records under an older definition of its proxy is a
+    :class:`StaleTable` error (a table written before versions were recorded cannot be told
+    apart, and is read as it is).
     """
     folder = Path(folder)
     path = folder / "scores.csv"
@@ -54,7 +61,34 @@ def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
     if expected is not None and expected.get("rows") not in (None, len(frame)):
         raise IncompleteTable(f"{path} has {len(frame):,} rows, run.json records "
                               f"{expected['rows']:,}; rerun the correlate command on that folder")
+    stale = stale_columns(recorded_versions(folder))
+    if stale:
+        raise StaleTable(f"{path} holds scores of an older definition: "
+                         f"{'; '.join(f'{p} {what}' for p, what in stale.items())}; rerun the "
+                         "correlate command on that folder with those proxies in --proxies (it "
+                         "reuses what the new definition keeps and rescores the rest)")
     return frame
+
+
+def recorded_versions(folder: str | os.PathLike) -> dict[str, str] | None:
+    """The definition version of each proxy column that a correlate folder's run.json records
+    (``None`` for a folder written before zcproxy recorded them)."""
+    versions = (run_record(folder) or {}).get("proxy_versions")
+    return {str(p): str(v) for p, v in versions.items()} if isinstance(versions, dict) else None
+
+
+def stale_columns(versions: Mapping[str, str] | None) -> dict[str, str]:
+    """{proxy: "version X there, Y now"} for every recorded column whose proxy has another
+    definition now (proxies this process does not know, plug-ins, are left alone)."""
+    stale = {}
+    for proxy, version in (versions or {}).items():
+        try:
+            now = get_proxy(proxy).version
+        except KeyError:
+            continue
+        if now != version:
+            stale[proxy] = f"(definition version {version} there, {now} now)"
+    return stale
 
 
 def run_record(folder: str | os.PathLike) -> dict | None:

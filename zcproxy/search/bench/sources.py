@@ -56,14 +56,16 @@ def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def current_definitions(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
-    """The rows of a score journal that are of each proxy's current definition, and one
+    """The rows of a score journal (or of a ``scores.csv`` in its layout, versioned by its
+    run.json) that are of each proxy's current definition, and one
     sentence per proxy on what was reused or left out: a search never ranks scores of two
     definitions of a proxy against each other (the rule ``correlate`` applies to its tables).
 
     Rows of an older version that the current one keeps (:attr:`Proxy.carries_over`) count as
     current.  Rows that record no version (a search's live journal from before they did) are
     kept for proxies that have only ever had one definition (version 1); the others are left
-    out, so they are scored again.
+    out, so they are scored again (a ``scores.csv`` written before its run.json recorded
+    versions is read by the same rule).
     """
     from ...runner import carry_over, proxy_versions, split_stale
     version = frame["version"] if "version" in frame else pd.Series("", index=frame.index)
@@ -161,11 +163,16 @@ class ScoreTable:
             raise ValueError(f"{file} holds scores of the {dataset} networks, the tables before "
                              f"it of the {self.dataset} networks: a search is guided by the "
                              "scores of one set of networks, never a mixture")
-        if file.name == "scores.csv":  # written from one definition per proxy, unrecorded
+        if file.name == "scores.csv":  # one definition per proxy, recorded in its run.json
             frame = _journal_from_wide(pd.read_csv(file), file)
+            versions = settings.get("proxy_versions")
+            versions = versions if isinstance(versions, dict) else {}
+            frame["version"] = [str(versions.get(p, "")) for p in frame["proxy"]]
+            frame["error"] = ""
         else:
-            frame, said = current_definitions(read_journal_frame(file), str(file))
-            self.notes += said
+            frame = read_journal_frame(file)
+        frame, said = current_definitions(frame, str(file))
+        self.notes += said
         self.add_frame(frame, str(file))
         self.settings.append({"source": str(file), **settings})
 
