@@ -270,20 +270,68 @@ def test_score_tables_leave_out_stale_definitions_and_carry_kept_ones(tmp_path, 
                for n in table.notes), table.notes
 
 
-def test_a_scores_csv_without_recorded_versions_keeps_only_single_definition_proxies(
-        tmp_path, tss):
-    """A correlate scores.csv written before run.json recorded proxy versions: n_params (only
-    ever version 1) is taken, the Entropic Score (now version 2, so of either) is left out."""
-    archs = tss.table("cifar10")["arch"].to_numpy()
+def _scores_csv(folder: Path, archs, run: dict | None) -> Path:
+    """A correlate-layout scores.csv of two cells (n_params, entropic, an aggregate `ens` of
+    entropic) with ``run`` as its run.json (none if None)."""
+    folder.mkdir()
     pd.DataFrame({"index": [0, 1], "arch": archs[:2], "accuracy": [90.0, 91.0],
-                  "n_params": [1e5, 2e5], "entropic": [-1.0, 2.0],
-                  "errors": ["", ""]}).to_csv(tmp_path / "scores.csv", index=False)
-    table = ScoreTable.from_paths(tmp_path / "scores.csv", len(tss), bench="nats-tss",
-                                  arches=archs)
-    assert table.covered(["n_params"]).tolist() == [0, 1]
-    assert "entropic" not in table.values
+                  "params": [0.1, 0.2], "n_params": [1e5, 2e5], "entropic": [-1.0, 2.0],
+                  "ens": [-0.7, 0.0], "errors": ["", ""]}).to_csv(folder / "scores.csv",
+                                                                  index=False)
+    if run is not None:
+        (folder / "run.json").write_text(json.dumps(run))
+    return folder / "scores.csv"
+
+
+def test_a_scores_csv_is_read_under_the_versions_its_run_json_records(tmp_path, tss):
+    """A correlate scores.csv: columns its run.json records under the current definition are
+    taken (Entropic Score version 2); an older one (version 1) is left out, said, and so is the
+    aggregate that ranks it; with a run.json from before versions were recorded, only proxies
+    that have only ever had version 1 are taken (n_params)."""
+    archs = tss.table("cifar10")["arch"].to_numpy()
+
+    def read(path: Path) -> ScoreTable:
+        return ScoreTable.from_paths(path, len(tss), bench="nats-tss", arches=archs)
+
+    settings = {"bench": "nats-tss", "dataset": "cifar10"}
+    current = read(_scores_csv(tmp_path / "current", archs, {
+        **settings, "proxy_versions": {"n_params": "1", "entropic": "2"},
+        "ensembles": {"ens": ["entropic"]}}))
+    assert {"n_params", "entropic", "ens"} <= set(current.values) and not current.notes
+    assert current.lookup(1, ["entropic"])[0] == {"entropic": 2.0}
+
+    older = read(_scores_csv(tmp_path / "older", archs, {
+        **settings, "proxy_versions": {"n_params": "1", "entropic": "1"},
+        "ensembles": {"ens": ["entropic"]}}))
+    assert "entropic" not in older.values and "ens" not in older.values
+    assert older.covered(["n_params"]).tolist() == [0, 1]
+    assert any("left out 2 scores of definition version 1, now 2 of entropic" in n
+               for n in older.notes), older.notes
+    assert any("left out the aggregate ens, which ranks entropic" in n for n in older.notes)
+
+    unrecorded = read(_scores_csv(tmp_path / "unrecorded", archs, settings))
+    assert unrecorded.covered(["n_params"]).tolist() == [0, 1]
+    assert "entropic" not in unrecorded.values
     assert any("left out 2 scores of definition version unknown, now 2 of entropic" in n
-               for n in table.notes), table.notes
+               for n in unrecorded.notes), unrecorded.notes
+
+
+def test_a_correlate_folder_of_several_sessions_is_a_score_table(tmp_path, tss):
+    """A correlate journal that two runs appended to (a session line between their rows) is
+    read whole by a search: the session line is skipped, not parsed as a row."""
+    from zcproxy import correlate
+    out = tmp_path / "run"
+    for sample in ("2", "4"):
+        assert correlate.main(["--bench", "nats-tss", "--sample", sample, "--proxies",
+                               "n_params", "--no-baselines", "--bootstrap", "0",
+                               "--no-progress", "--out", str(out)]) == 0
+    lines = (out / "journal.csv").read_text().splitlines()
+    assert sum(line.startswith("# zcproxy session ") for line in lines[2:]) >= 1
+    table = ScoreTable.from_paths(out, len(tss), bench="nats-tss")
+    expected = pd.read_csv(out / "scores.csv")
+    assert sorted(table.covered(["n_params"]).tolist()) == sorted(expected["index"])
+    for index, value in zip(expected["index"], expected["n_params"]):
+        assert table.lookup(int(index), ["n_params"])[0] == {"n_params": value}
 
 
 def test_guides_and_methods_parse():

@@ -220,6 +220,9 @@ def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, ca
     try:
         define("1", 1.0)
         assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
+        record = json.loads((tmp_path / "run.json").read_text())
+        assert record["proxy_versions"] == {"zc_rel_versioned": "1"}
+        assert record["ensembles"] == {}
         define("2", 2.0)  # the definition changed under the same name
         # Until the folder is rerun, its scores.csv is of the old definition, and says so:
         # the leaderboard's reader refuses it, a search's --scores leaves the column out.
@@ -234,6 +237,9 @@ def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, ca
         capsys.readouterr()
         assert run_cli(tmp_path, proxies="zc_rel_versioned") == 0
         assert analysis.read_scores(tmp_path)["zc_rel_versioned"].eq(2.0).all()
+        again = ScoreTable.from_paths(tmp_path / "scores.csv", 15625, bench="nats-tss")
+        assert (again.values["zc_rel_versioned"][again.present["zc_rel_versioned"]] == 2.0).all()
+        assert again.present["zc_rel_versioned"].sum() == 4 and not again.notes
         assert ("rescoring 4 zc_rel_versioned scores recorded under definition version 1 "
                 "(now 2)") in capsys.readouterr().err
         assert (pd.read_csv(tmp_path / "scores.csv")["zc_rel_versioned"] == 2.0).all()

@@ -36,14 +36,17 @@ def load_scores(bench: str, root: str | os.PathLike | None = None) -> pd.DataFra
     return read_scores(Path(root or RESULTS / "correlate") / bench)
 
 
-def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
+def read_scores(folder: str | os.PathLike, *, proxies: Sequence[str] | None = None,
+                check_versions: bool = True) -> pd.DataFrame:
     """``folder/scores.csv``, checked against the row count and SHA-256 that ``run.json``
     records for it, so a table cut at a row boundary is an error, never a smaller study.
 
     Folders written before zcproxy recorded them (no ``outputs`` in run.json) are read as
-    they are.  A column that run.json records under an older definition of its proxy is a
-    :class:`StaleTable` error (a table written before versions were recorded cannot be told
-    apart, and is read as it is).
+    they are.  A column that run.json records under another definition of its proxy than the
+    current one is a :class:`StaleTable` error (only the columns in ``proxies``, when given;
+    none with ``check_versions=False``, for a caller that leaves such columns out itself).
+    A run.json written before zcproxy recorded versions is read as it is (the folder's
+    journal.csv still names each row's version).
     """
     folder = Path(folder)
     path = folder / "scores.csv"
@@ -61,9 +64,11 @@ def read_scores(folder: str | os.PathLike) -> pd.DataFrame:
     if expected is not None and expected.get("rows") not in (None, len(frame)):
         raise IncompleteTable(f"{path} has {len(frame):,} rows, run.json records "
                               f"{expected['rows']:,}; rerun the correlate command on that folder")
-    stale = stale_columns(recorded_versions(folder))
+    stale = stale_columns(recorded_versions(folder)) if check_versions else {}
+    if proxies is not None:
+        stale = {p: what for p, what in stale.items() if p in proxies}
     if stale:
-        raise StaleTable(f"{path} holds scores of an older definition: "
+        raise StaleTable(f"{path} holds scores of another definition than the current one: "
                          f"{'; '.join(f'{p} {what}' for p, what in stale.items())}; rerun the "
                          "correlate command on that folder with those proxies in --proxies (it "
                          "reuses what the new definition keeps and rescores the rest)")

@@ -573,7 +573,8 @@ def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench
         # The definition each score column is of, so a reader of scores.csv alone (a search's
         # --scores, the leaderboard) can tell a table of an older definition from a current one.
         settings = {**settings, "proxy_versions": proxy_versions(
-            [p for p in proxies if p not in aggregates])}
+            [p for p in proxies if p not in aggregates]),
+            "ensembles": {name: list(members) for name, _, members in ensembles}}
         write_run_record(out, settings, {"scores.csv": len(scores), "correlations.csv": len(table),
                                          "pairwise_spearman.csv": len(pairwise),
                                          "correlations.md": None})
@@ -581,8 +582,9 @@ def write_outputs(out: Path, scores: pd.DataFrame, proxies: Sequence[str], bench
 
 
 def write_run_record(out: Path, settings: dict, outputs: dict[str, int | None]) -> Path:
-    """run.json: the settings and data fingerprints the tables come from (with
-    ``proxy_versions``, the definition version of each proxy column), and for each table
+    """run.json: the settings and data fingerprints the tables come from (from
+    :func:`write_outputs` also ``proxy_versions``, the definition version of each proxy column,
+    and ``ensembles``, each aggregate column's members), and for each table
     its row count and SHA-256, which :func:`zcproxy.analysis.load_scores` checks, and
     ``scored_with``: the devices, torch builds and threads per worker of the journal's runs."""
     record = dict(settings)

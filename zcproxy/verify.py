@@ -13,7 +13,8 @@ Spearman ρ between the runs ≥ 0.9999, and Kendall τ against the accuracy equ
 decimals.  The verdict then reads "reproduced in rank".
 
 Each folder's ``scores.csv`` is read through :func:`zcproxy.analysis.read_scores`, so a table
-cut short or edited since its run is refused rather than compared.
+cut short or edited since its run, or holding a compared proxy under another definition than
+the current one, is refused rather than compared.
 """
 from __future__ import annotations
 
@@ -196,7 +197,8 @@ def run_arithmetic(folder: str | os.PathLike) -> str:
 def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
                  proxies: Sequence[str] | None = None, rtol: float = 1e-5) -> Comparison:
     """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`)."""
-    return compare_scores(read_scores(new), read_scores(reference), proxies=proxies, rtol=rtol,
+    return compare_scores(read_scores(new, proxies=proxies),
+                          read_scores(reference, proxies=proxies), proxies=proxies, rtol=rtol,
                           names=(str(new), str(reference)),
                           arithmetic=(run_arithmetic(new), run_arithmetic(reference)))
 

@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scores", action="append", metavar="PATH",
                    help="look scores up in a correlate output folder, scores.csv or journal "
                         "(repeatable; later ones fill what earlier ones lack) instead of "
-                        "computing them")
+                        "computing them; scores of a proxy's older definition (as the journal "
+                        "or run.json records it) are left out, and the search says so")
     g.add_argument("--live-missing", action="store_true",
                    help="with --scores: compute live the proxies the tables lack")
     g.add_argument("--score-seed", type=int, default=None,

@@ -11,7 +11,9 @@ Cached mode (NASLib's zero-cost API works the same way) reads ``correlate`` outp
 (its ``journal.csv``, else ``scores.csv``), a ``scores.csv`` or a journal file; several may be
 given and are merged, later ones filling what earlier ones lack.  A score recorded as a failure
 (NaN / -inf with an error) is a score like any other: the live scorer would have produced it
-too.  If the tables cover only part of the benchmark (a 1,000-cell sample), a search can only
+too.  Scores of a proxy's older definition are not: journal rows name their version, a
+``scores.csv`` has its run.json's ``proxy_versions``, and :func:`current_definitions` keeps
+only the current definition (saying what it left out), as ``correlate`` does for its tables.  If the tables cover only part of the benchmark (a 1,000-cell sample), a search can only
 move inside that part: :attr:`ScoreTable.covered` says which architectures it may visit.
 """
 from __future__ import annotations
@@ -37,12 +39,18 @@ class ScoresMissing(KeyError):
 
 def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
     """A score journal (``index,proxy,score,seconds,error``) read without touching the file: a
-    journal still being written may end in a torn line, which is dropped here (never cut)."""
+    journal still being written may end in a torn line, which is dropped here (never cut), and
+    the session lines each run appends between rows are skipped."""
+    from ...journal import SESSION_PREFIX
     data = Path(path).read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[:data.rfind(b"\n") + 1]
     if data.startswith(b"#"):  # a settings record line (journals newer than zcproxy 0.1)
         data = data[data.find(b"\n") + 1:]
+    session = SESSION_PREFIX.encode()
+    if session in data:
+        data = b"".join(line for line in data.splitlines(keepends=True)
+                        if not line.startswith(session))
     frame = pd.read_csv(io.BytesIO(data), dtype={"index": "int64", "proxy": str, "error": str,
                                                  "arch": str, "version": str},
                         keep_default_na=False,
@@ -163,15 +171,27 @@ class ScoreTable:
             raise ValueError(f"{file} holds scores of the {dataset} networks, the tables before "
                              f"it of the {self.dataset} networks: a search is guided by the "
                              "scores of one set of networks, never a mixture")
+        ensembles = {}
         if file.name == "scores.csv":  # one definition per proxy, recorded in its run.json
-            frame = _journal_from_wide(pd.read_csv(file), file)
+            from ...analysis import read_scores  # refuses a table cut short or edited
+            frame = _journal_from_wide(read_scores(file.parent, check_versions=False), file)
             versions = settings.get("proxy_versions")
             versions = versions if isinstance(versions, dict) else {}
             frame["version"] = [str(versions.get(p, "")) for p in frame["proxy"]]
             frame["error"] = ""
+            ensembles = settings.get("ensembles") or {}
         else:
             frame = read_journal_frame(file)
+        before = frame["proxy"].value_counts()
         frame, said = current_definitions(frame, str(file))
+        after = frame["proxy"].value_counts().reindex(before.index, fill_value=0)
+        shortened = set(before.index[after < before])
+        for name, members in ensembles.items():  # aggregates ranked stale members: left out
+            stale = [m for m in members if m in shortened]
+            if stale and name in after.index:
+                frame = frame[frame["proxy"] != name]
+                said.append(f"{file}: left out the aggregate {name}, which ranks "
+                            f"{', '.join(stale)} of another definition")
         self.notes += said
         self.add_frame(frame, str(file))
         self.settings.append({"source": str(file), **settings})
