@@ -392,6 +392,15 @@ def test_study_writes_its_tables_and_resumes(tmp_path, tss, tss_table):
     spec.population = 12
     with pytest.raises(ValueError, match="other settings"):
         run_study(spec, tss, CachedScores(tss_table), out, allowed=allowed, progress=False)
+    spec.population = 10
+    record = json.loads((out / "study.json").read_text())
+    assert record["proxy_versions"] == {"entropic": "2", "logsynflow": "1", "n_params": "1",
+                                        "naswot": "1"}
+    record["proxy_versions"]["entropic"] = "1"  # as if the seeds so far were guided by ES v1
+    (out / "study.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="other definitions of their proxies "
+                                         r"\(entropic version 1 there, 2 now\)"):
+        run_study(spec, tss, CachedScores(tss_table), out, allowed=allowed, progress=False)
 
 
 def test_cli_single_run_and_restriction_warning(tmp_path, capsys):

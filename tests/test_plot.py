@@ -193,3 +193,31 @@ def test_cli_several_files_and_bad_arguments(tmp_path, capsys):
             zp.main(argv)
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_correlate_table_of_an_older_definition_or_cut_short(tmp_path, capsys):
+    """A correlate scores.csv (run.json beside it) is read through analysis.read_scores: a
+    column run.json records under an older definition (the Entropic Score is version 2 now)
+    or a table that is not the one run.json describes is one line on stderr, no figure."""
+    import json
+    from zcproxy.atomic import sha256_file
+    folder = tmp_path / "run"
+    folder.mkdir()
+    frame = _scores()
+    frame["entropic"] = frame["synflow"]
+    frame.to_csv(folder / "scores.csv", index=False)
+    record = {"bench": "nats-tss", "proxy_versions": {"entropic": "1", "synflow": "1"},
+              "outputs": {"scores.csv": {"rows": len(frame),
+                                         "sha256": sha256_file(folder / "scores.csv")}}}
+    (folder / "run.json").write_text(json.dumps(record))
+    out = tmp_path / "figs"
+    argv = ["--scores", str(folder / "scores.csv"), "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        zp.main(argv)
+    assert exc.value.code == 2
+    assert "entropic (definition version 1 there, 2 now)" in capsys.readouterr().err
+    assert zp.main(argv + ["--proxies", "synflow"]) == 0  # the current column alone is fine
+    frame.head(100).to_csv(folder / "scores.csv", index=False)  # cut short at a row boundary
+    with pytest.raises(SystemExit):
+        zp.main(argv + ["--proxies", "synflow"])
+    assert "is not the table" in capsys.readouterr().err

@@ -278,6 +278,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_score_csv(path: Path, proxies: Sequence[str] | None = None) -> pd.DataFrame:
+    """A score CSV.  A correlate ``scores.csv`` (its run.json beside it) is read through
+    :func:`zcproxy.analysis.read_scores`, so a table cut short, edited, or holding one of
+    ``proxies`` (default: any proxy) under an older definition is refused, never plotted."""
+    if path.name == "scores.csv" and (path.parent / "run.json").is_file():
+        from .analysis import read_scores
+        return read_scores(path.parent, proxies=proxies)
+    return pd.read_csv(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = _parser()
@@ -291,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"got {len(labels)} --labels for {len(paths)} --scores files")
     if len(set(labels)) != len(labels):
         parser.error(f"labels must be distinct, got {labels}; pass --labels")
-    frames = {label: pd.read_csv(p) for label, p in zip(labels, paths)}
+    try:
+        frames = {label: read_score_csv(p, args.proxies) for label, p in zip(labels, paths)}
+    except ValueError as err:  # a correlate table cut short, edited or of an old definition
+        parser.error(str(err))
     for label, df in frames.items():
         if args.target not in df.columns:
             parser.error(f"{label}: no {args.target!r} column; columns are {list(df.columns)}")

@@ -159,17 +159,28 @@ def run_study(spec: StudySpec, bench, scores: Callable, out_dir: str | os.PathLi
     then write the summary, comparisons and figure; returns the per-run table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**spec.record(), "sources": sources or {}}
+    from ...runner import proxy_versions
+    # The definition of each guiding proxy: a study resumed after one changed would compare
+    # seeds guided by two definitions under one name.
+    versions = proxy_versions(sorted({p for m in spec.methods for p in m.guide.proxies}))
+    settings = {**spec.record(), "sources": sources or {}, "proxy_versions": versions}
     record_path = out / "study.json"
     if record_path.exists():
         old = json.loads(record_path.read_text())
         clash = {k: (old.get(k), v) for k, v in settings.items()
-                 if k not in ("sources", "cost", "methods")
+                 if k not in ("sources", "cost", "methods", "proxy_versions")
                  and old.get(k, RECORD_DEFAULTS.get(k)) != v}
         if clash:
             differences = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in clash.items())
             raise ValueError(f"{out} holds a study with other settings ({differences}); use "
                              "another --out folder")
+        then = old.get("proxy_versions") or {}  # a study.json from before: nothing to compare
+        changed = [f"{p} version {then[p]} there, {v} now" for p, v in versions.items()
+                   if p in then and str(then[p]) != v]
+        if changed:
+            raise ValueError(f"{out} holds runs guided by other definitions of their proxies "
+                             f"({'; '.join(changed)}); use another --out folder")
+        settings["proxy_versions"] = {**then, **versions}
         fingerprint = settings["sources"].get("fingerprint")
         if old.get("sources", {}).get("fingerprint") not in (None, fingerprint):
             raise ValueError(f"{out} was computed from other score tables "
