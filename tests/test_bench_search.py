@@ -252,16 +252,22 @@ def test_live_journal_keeps_only_current_definitions_and_records_versions(tmp_pa
 
 
 def test_score_tables_leave_out_stale_definitions_and_carry_kept_ones(tmp_path, tss):
-    """A correlate journal read for a search: rows of a proxy's older definition are left out
-    (said), rows a newer version keeps (tenas_ntk 1 -> 2) count as current."""
+    """A correlate journal read for a search: rows of a proxy's older definition, or of one
+    --adopt could not confirm (no version), are left out (said); rows a newer version keeps
+    (tenas_ntk 1 -> 2) count as current."""
     from zcproxy.journal import write_journal
     archs = tss.table("cifar10")["arch"].to_numpy()
     path = tmp_path / "journal.csv"
     write_journal(path, {"bench": "nats-tss"}, [
         (0, archs[0], "entropic", "1", -1.5, 0.1, ""),
         (1, archs[1], "entropic", "2", 2.5, 0.1, ""),
-        (0, archs[0], "tenas_ntk", "1", 44.0, 9.0, "")])
+        (0, archs[0], "tenas_ntk", "1", 44.0, 9.0, ""),
+        # --adopt could not confirm this row's definition: correlate rescores it, so must we
+        (2, archs[2], "n_params", "", 5.0, 0.1, "")])
     table = ScoreTable.from_paths(path, len(tss), bench="nats-tss", arches=archs)
+    assert "n_params" not in table.values
+    assert any("left out 1 scores of definition version unknown, now 1 of n_params" in n
+               for n in table.notes), table.notes
     assert table.covered(["entropic"]).tolist() == [1]
     assert table.lookup(0, ["tenas_ntk"])[0] == {"tenas_ntk": 44.0}
     assert any("reusing 1 tenas_ntk scores of definition version 1 as version 2" in n

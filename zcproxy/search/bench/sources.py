@@ -63,7 +63,9 @@ def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
     return frame.drop_duplicates(["index", "proxy"], keep="last")
 
 
-def current_definitions(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
+def current_definitions(frame: pd.DataFrame, source: str, *,
+                        unversioned_may_be_current: bool = True
+                        ) -> tuple[pd.DataFrame, list[str]]:
     """The rows of a score journal (or of a ``scores.csv`` in its layout, versioned by its
     run.json) that are of each proxy's current definition, and one
     sentence per proxy on what was reused or left out: a search never ranks scores of two
@@ -73,12 +75,15 @@ def current_definitions(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame,
     current.  Rows that record no version (a search's live journal from before they did) are
     kept for proxies that have only ever had one definition (version 1); the others are left
     out, so they are scored again (a ``scores.csv`` written before its run.json recorded
-    versions is read by the same rule).
+    versions is read by the same rule).  In a journal that records its settings, a row
+    without a version is one whose definition ``--adopt`` could not confirm:
+    ``unversioned_may_be_current=False`` leaves such rows out, as ``correlate`` rescores them.
     """
     from ...runner import carry_over, proxy_versions, split_stale
     version = frame["version"] if "version" in frame else pd.Series("", index=frame.index)
     known = proxy_versions(list(dict.fromkeys(frame["proxy"])))
-    only_ever_one = frame["proxy"].map(lambda p: known.get(p) == "1")
+    only_ever_one = frame["proxy"].map(
+        lambda p: unversioned_may_be_current and known.get(p) == "1")
     frame = frame.assign(version=version.where((version != "") | ~only_ever_one, "1"))
     frame, said = carry_over(frame)
     frame, stale = split_stale(frame)
@@ -182,8 +187,11 @@ class ScoreTable:
             ensembles = settings.get("ensembles") or {}
         else:
             frame = read_journal_frame(file)
+        with open(file, "rb") as handle:  # a settings record: every row names its version
+            versioned_journal = handle.read(1) == b"#"
         before = frame["proxy"].value_counts()
-        frame, said = current_definitions(frame, str(file))
+        frame, said = current_definitions(frame, str(file),
+                                          unversioned_may_be_current=not versioned_journal)
         after = frame["proxy"].value_counts().reindex(before.index, fill_value=0)
         shortened = set(before.index[after < before])
         for name, members in ensembles.items():  # aggregates ranked stale members: left out
