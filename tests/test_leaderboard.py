@@ -287,3 +287,12 @@ def test_leaderboard_of_a_population_ranks_only_its_cells(tmp_path, capsys):
     assert leaderboard.main(args + ["--population", "dead"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no population 'dead'" in err[0]
+
+
+def test_a_missing_run_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    argv = ["--bench", "nats-tss", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path)]
+    assert leaderboard.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scores.csv not found" in err[0]
+    with pytest.raises(FileNotFoundError, match="scores.csv not found"):
+        leaderboard.main(argv + ["--debug"])

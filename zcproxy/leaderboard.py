@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -44,6 +45,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .cli import add_debug_flag
 from .ensemble import EnsembleSpec, average_ranks, ensemble_scores, parse_ensemble
 from .published import published_all
 from .registry import available_proxies, get_proxy
@@ -270,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. --name nb101-zoo")
     p.add_argument("--out", default="runs/leaderboard",
                    help="folder for <name>-<dataset>.md/.csv")
+    add_debug_flag(p)
     return p
 
 
@@ -357,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f", {len(earlier)} of them from earlier runs in {out} ({', '.join(earlier)})"
                  if earlier else ""))
     except (ValueError, KeyError, FileNotFoundError) as err:
+        if args.debug or os.environ.get("ZCPROXY_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from ..cli import add_debug_flag
 from .checkpoint import CheckpointError
 from .presets import PRESET_NAMES, get_preset
 from .run import RunOptions, train
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     amp.add_argument("--no-amp", dest="amp", action="store_false", help="full float32 precision")
     run.add_argument("--no-progress", dest="progress", action="store_false",
                      help="no progress bars (for log files)")
+    add_debug_flag(parser)
     return parser
 
 
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = get_preset(preset).override(**fields)
         train(recipe, options)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
+        if args.debug or os.environ.get("ZCPROXY_DEBUG"):
+            raise
         from ..cli import one_line
         parser.exit(2, f"error: {one_line(err)}\n")
     return 0
