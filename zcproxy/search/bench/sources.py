@@ -176,7 +176,7 @@ class ScoreTable:
             raise ValueError(f"{file} holds scores of the {dataset} networks, the tables before "
                              f"it of the {self.dataset} networks: a search is guided by the "
                              "scores of one set of networks, never a mixture")
-        ensembles = {}
+        ensembles, unversioned_may_be_current = {}, True
         if file.name == "scores.csv":  # one definition per proxy, recorded in its run.json
             from ...analysis import read_scores  # refuses a table cut short or edited
             frame = _journal_from_wide(read_scores(file.parent, check_versions=False), file)
@@ -187,11 +187,11 @@ class ScoreTable:
             ensembles = settings.get("ensembles") or {}
         else:
             frame = read_journal_frame(file)
-        with open(file, "rb") as handle:  # a settings record: every row names its version
-            versioned_journal = handle.read(1) == b"#"
+            with open(file, "rb") as handle:  # a settings record: every row names its version
+                unversioned_may_be_current = handle.read(1) != b"#"
         before = frame["proxy"].value_counts()
         frame, said = current_definitions(frame, str(file),
-                                          unversioned_may_be_current=not versioned_journal)
+                                          unversioned_may_be_current=unversioned_may_be_current)
         after = frame["proxy"].value_counts().reindex(before.index, fill_value=0)
         shortened = set(before.index[after < before])
         for name, members in ensembles.items():  # aggregates ranked stale members: left out
