@@ -15,7 +15,7 @@ import pandas as pd
 
 from .atomic import sha256_file
 from .published import PUBLISHED
-from .registry import get_proxy
+from .registry import get_proxy, proxy_versions
 from .stats import kendall_tau, spearman_rho
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -85,15 +85,10 @@ def recorded_versions(folder: str | os.PathLike) -> dict[str, str] | None:
 def stale_columns(versions: Mapping[str, str] | None) -> dict[str, str]:
     """{proxy: "version X there, Y now"} for every recorded column whose proxy has another
     definition now (proxies this process does not know, plug-ins, are left alone)."""
-    stale = {}
-    for proxy, version in (versions or {}).items():
-        try:
-            now = get_proxy(proxy).version
-        except KeyError:
-            continue
-        if now != version:
-            stale[proxy] = f"(definition version {version} there, {now} now)"
-    return stale
+    versions = versions or {}
+    now = proxy_versions(list(versions))
+    return {proxy: f"(definition version {version} there, {now[proxy]} now)"
+            for proxy, version in versions.items() if proxy in now and now[proxy] != version}
 
 
 def run_record(folder: str | os.PathLike) -> dict | None:

@@ -39,6 +39,12 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
                         help="on an error, show the full traceback instead of one line")
 
 
+def wants_traceback(debug: bool) -> bool:
+    """Whether an error should come with its traceback: ``--debug`` or ``ZCPROXY_DEBUG=1``.
+    The one rule for every command, including those that catch only their own error types."""
+    return debug or bool(os.environ.get("ZCPROXY_DEBUG"))
+
+
 def run_command(body: Callable[[], int], *, prog: str, debug: bool = False) -> int:
     """``body()``'s exit status, or 2 after printing any exception as one line."""
     try:
@@ -46,7 +52,7 @@ def run_command(body: Callable[[], int], *, prog: str, debug: bool = False) -> i
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 - the point: no traceback for the user
-        if debug or os.environ.get("ZCPROXY_DEBUG"):
+        if wants_traceback(debug):
             raise
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -258,13 +258,18 @@ def _session_line(session: dict) -> str:
     return SESSION_PREFIX + json.dumps(session, sort_keys=True) + "\n"
 
 
-def _split_sessions(path: Path, skip: int
-                    ) -> tuple[io.StringIO | Path, list[dict], np.ndarray | None]:
-    """(the CSV part to parse, session records, file line of each row or None when the file
-    has no session line): session lines are taken out before pandas reads the rows."""
-    data = path.read_text(encoding="utf-8", errors="replace")
+def csv_part(data: str, skip: int, where: str = "journal"
+             ) -> tuple[str | None, list[dict], np.ndarray | None]:
+    """Split a journal's text into (the CSV to parse, or None when it holds no session line and
+    can be parsed as it is; the session records; the file line of each row, None likewise).
+
+    ``skip`` is the number of lines above the CSV header (1: the settings record; 0: a zcproxy
+    0.1 or search journal).  The one place that knows which lines of a journal are records and
+    not rows: :func:`read_journal` and a search's tolerant reader
+    (:func:`zcproxy.search.bench.sources.read_journal_frame`) both go through it.
+    """
     if "\n" + SESSION_PREFIX not in data:
-        return path, [], None
+        return None, [], None
     lines = data.splitlines(keepends=True)
     kept, row_lines, sessions = [], [], []
     for number, line in enumerate(lines[skip:], start=skip + 1):
@@ -272,21 +277,22 @@ def _split_sessions(path: Path, skip: int
             try:
                 sessions.append(json.loads(line[len(SESSION_PREFIX):]))
             except json.JSONDecodeError as err:
-                raise JournalError(f"{path}, line {number}: the session record is not JSON "
+                raise JournalError(f"{where}, line {number}: the session record is not JSON "
                                    f"({err})") from None
             continue
         if kept and not sessions:  # rows above every session line
             sessions.append(dict(UNRECORDED_SESSION))
         kept.append(line)
         row_lines.append(number)
-    return io.StringIO("".join(kept)), sessions, np.asarray(row_lines[1:], dtype=np.int64)
+    return "".join(kept), sessions, np.asarray(row_lines[1:], dtype=np.int64)
 
 
 def _read_rows(path: Path, legacy: bool) -> tuple[pd.DataFrame, list[dict]]:
     skip = 0 if legacy else 1
-    source, sessions, row_lines = _split_sessions(path, skip)
+    text, sessions, row_lines = csv_part(path.read_text(encoding="utf-8", errors="replace"),
+                                         skip, str(path))
     try:
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False,
+        raw = pd.read_csv(path if text is None else io.StringIO(text), dtype=str, keep_default_na=False,
                           skiprows=skip if row_lines is None else 0)
     except pd.errors.ParserError as err:
         raise JournalError(f"{path} is corrupt: {' '.join(str(err).split())}") from None

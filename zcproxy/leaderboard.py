@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -45,7 +44,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .cli import add_debug_flag
+from .cli import add_debug_flag, wants_traceback
 from .ensemble import EnsembleSpec, average_ranks, ensemble_scores, parse_ensemble
 from .published import published_all
 from .registry import available_proxies, get_proxy
@@ -360,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f", {len(earlier)} of them from earlier runs in {out} ({', '.join(earlier)})"
                  if earlier else ""))
     except (ValueError, KeyError, FileNotFoundError) as err:
-        if args.debug or os.environ.get("ZCPROXY_DEBUG"):
+        if wants_traceback(args.debug):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 ProxyFn = Callable[..., float]
 
@@ -137,6 +137,19 @@ def available_proxies() -> list[str]:
     """Names of every registered proxy, sorted."""
     _load_builtin_proxies()
     return sorted(_REGISTRY)
+
+
+def proxy_versions(names: Sequence[str]) -> dict[str, str]:
+    """The current definition version of each named proxy this process knows: what a recorded
+    version is compared with (plug-ins that only worker processes import are left out, and
+    their recorded rows are taken as they are)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = get_proxy(name).version
+        except KeyError:
+            pass
+    return versions
 
 
 def proxy_info() -> list[Proxy]:

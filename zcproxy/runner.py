@@ -35,7 +35,7 @@ from .api import resolve_proxies, score_timed
 from .context import ProxyContext
 from .journal import (ENVIRONMENT, Journal, JournalError, Row, done_pairs, error_kind,
                       journal_in_use, read_journal, write_journal)
-from .registry import get_proxy
+from .registry import get_proxy, proxy_versions
 
 
 @dataclass(frozen=True)
@@ -624,18 +624,6 @@ def _note_other_sessions(notify: Callable[[str], None], sessions: Sequence[dict]
         notify(f"this journal also holds scores computed with {then}; this run uses "
                f"{', '.join(f'{k} {mine[k]}' for k in EXACTNESS_KEYS)}: the new scores may "
                "differ from those in the last bits, never in rank (benchmarks/THREADS.md)")
-
-
-def proxy_versions(names: Sequence[str]) -> dict[str, str]:
-    """The current definition version of each proxy this process knows (plug-ins that only
-    the workers import are left out: their rows are taken as they are)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = get_proxy(name).version
-        except KeyError:
-            pass
-    return versions
 
 
 def carry_over(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -321,7 +321,7 @@ class Search:
         return json.loads(json.dumps(asdict(self.cfg)))
 
     def _proxy_versions(self) -> dict[str, str]:
-        from ..runner import proxy_versions
+        from ..registry import proxy_versions
         return proxy_versions([self.cfg.es_proxy, LOGSYNFLOW])
 
     def _check_config(self) -> None:

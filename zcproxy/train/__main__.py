@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from ..cli import add_debug_flag
+from ..cli import add_debug_flag, wants_traceback
 from .checkpoint import CheckpointError
 from .presets import PRESET_NAMES, get_preset
 from .run import RunOptions, train
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = get_preset(preset).override(**fields)
         train(recipe, options)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
-        if args.debug or os.environ.get("ZCPROXY_DEBUG"):
+        if wants_traceback(args.debug):
             raise
         from ..cli import one_line
         parser.exit(2, f"error: {one_line(err)}\n")

@@ -41,18 +41,16 @@ def read_journal_frame(path: str | os.PathLike) -> pd.DataFrame:
     """A score journal (``index,proxy,score,seconds,error``) read without touching the file: a
     journal still being written may end in a torn line, which is dropped here (never cut), and
     the session lines each run appends between rows are skipped."""
-    from ...journal import SESSION_PREFIX
-    data = Path(path).read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[:data.rfind(b"\n") + 1]
-    if data.startswith(b"#"):  # a settings record line (journals newer than zcproxy 0.1)
-        data = data[data.find(b"\n") + 1:]
-    session = SESSION_PREFIX.encode()
-    if session in data:
-        data = b"".join(line for line in data.splitlines(keepends=True)
-                        if not line.startswith(session))
-    frame = pd.read_csv(io.BytesIO(data), dtype={"index": "int64", "proxy": str, "error": str,
-                                                 "arch": str, "version": str},
+    from ...journal import csv_part
+    data = Path(path).read_text(encoding="utf-8", errors="replace")
+    if data and not data.endswith("\n"):
+        data = data[:data.rfind("\n") + 1]
+    skip = 1 if data.startswith("#") else 0  # a settings record (journals newer than 0.1)
+    text, _sessions, _lines = csv_part(data, skip, str(path))
+    frame = pd.read_csv(io.StringIO(data if text is None else text),
+                        skiprows=skip if text is None else 0,
+                        dtype={"index": "int64", "proxy": str, "error": str,
+                               "arch": str, "version": str},
                         keep_default_na=False,
                         na_values={"score": ["nan", "NaN", ""], "seconds": ["nan", "NaN", ""]})
     missing = {"index", "proxy", "score"} - set(frame.columns)
@@ -79,7 +77,8 @@ def current_definitions(frame: pd.DataFrame, source: str, *,
     without a version is one whose definition ``--adopt`` could not confirm:
     ``unversioned_may_be_current=False`` leaves such rows out, as ``correlate`` rescores them.
     """
-    from ...runner import carry_over, proxy_versions, split_stale
+    from ...registry import proxy_versions
+    from ...runner import carry_over, split_stale
     version = frame["version"] if "version" in frame else pd.Series("", index=frame.index)
     known = proxy_versions(list(dict.fromkeys(frame["proxy"])))
     only_ever_one = frame["proxy"].map(

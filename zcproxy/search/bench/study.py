@@ -159,7 +159,7 @@ def run_study(spec: StudySpec, bench, scores: Callable, out_dir: str | os.PathLi
     then write the summary, comparisons and figure; returns the per-run table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from ...runner import proxy_versions
+    from ...registry import proxy_versions
     # The definition of each guiding proxy: a study resumed after one changed would compare
     # seeds guided by two definitions under one name.
     versions = proxy_versions(sorted({p for m in spec.methods for p in m.guide.proxies}))
