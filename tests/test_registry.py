@@ -1,6 +1,7 @@
 """The registry, the public API and what bad input does."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -88,3 +89,18 @@ def test_device_argument_is_honoured():
     assert zcproxy.score(model, "entropic", device="cpu") == zcproxy.score(model, "entropic")
     with pytest.raises((RuntimeError, AssertionError)):
         zcproxy.score(model, "entropic", device="definitely-not-a-device")
+
+
+def test_a_numpy_integer_seed_is_a_seed_and_a_float_is_an_error():
+    # A seed drawn from numpy (a benchmark index, a permutation) reached AZ-NAS's
+    # torch.Generator().manual_seed as np.int64 and failed with "an integer is required".
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    x = torch.randn(8, 3, 12, 12)
+    as_int = zcproxy.score(model, "az_expressivity", inputs=x, seed=7)
+    assert math.isfinite(as_int)
+    assert zcproxy.score(model, "az_expressivity", inputs=x, seed=np.int64(7)) == as_int
+    with pytest.raises(TypeError, match="seed must be an integer, not float"):
+        zcproxy.score(model, "az_expressivity", inputs=x, seed=7.5)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import time
 import warnings
 from dataclasses import dataclass
@@ -113,6 +114,10 @@ def make_context(model: nn.Module, *, inputs: torch.Tensor | None = None,
         raise ValueError(f"activation_check must be 'raise', 'warn' or 'off', "
                          f"not {activation_check!r}")
     check_scorable(model, inputs)
+    try:  # numpy's integers too: torch.Generator.manual_seed takes only Python ints
+        seed = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an integer, not {type(seed).__name__} {seed!r}") from None
     shape, source = resolve_input_shape(model, input_shape, inputs)
     return ProxyContext(model=model, device=_resolve_device(model, device),
                         output=output or logits_only, inputs=inputs, targets=targets,
