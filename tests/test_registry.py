@@ -1,4 +1,5 @@
 """The registry, the public API and what bad input does."""
+import copy
 import math
 
 import numpy as np
@@ -104,3 +105,50 @@ def test_a_numpy_integer_seed_is_a_seed_and_a_float_is_an_error():
     assert zcproxy.score(model, "az_expressivity", inputs=x, seed=np.int64(7)) == as_int
     with pytest.raises(TypeError, match="seed must be an integer, not float"):
         zcproxy.score(model, "az_expressivity", inputs=x, seed=7.5)
+
+
+def test_labels_of_any_integer_dtype_are_labels_and_other_targets_a_clear_error():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(8, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    for proxy in ("snip", "grad_norm", "zico"):
+        reference = zcproxy.score(model, proxy, inputs=x, targets=y)
+        for dtype in (torch.int32, torch.int16, torch.uint8):  # numpy's int32 labels, bytes
+            assert zcproxy.score(model, proxy, inputs=x, targets=y.to(dtype)) == reference
+    refused = {"tensor of class indices, got ndarray": y.numpy(),
+               "tensor of class indices, got list": y.tolist(),
+               "integer class indices, got torch.float32": y.float(),
+               r"one class index per input \(1-D\), got shape \(8, 1\)": y[:, None],
+               "class indices >= 0, got -1": y - 1}
+    for message, targets in refused.items():
+        with pytest.raises(zcproxy.ProxyInputError, match=message):
+            zcproxy.score(model, "snip", inputs=x, targets=targets)
+
+
+def test_a_float64_or_bfloat16_model_is_scored_in_its_own_dtype():
+    # The inputs a proxy builds itself (AZ-NAS's and Zen's noise, the zeros the structural
+    # baselines trace) were float32 whatever the model, so these failed in its first layer.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    x = torch.randn(8, 3, 14, 14)
+    own_inputs = ["az_expressivity", "az_progressivity", "az_complexity", "zen", "depth",
+                  "n_flops", "n_act"]
+    reference = zcproxy.score_many(model, own_inputs, inputs=x)
+    for dtype, rel in ((torch.float64, 1e-4), (torch.bfloat16, 5e-2)):
+        scores = zcproxy.score_many(copy.deepcopy(model).to(dtype), own_inputs,
+                                    inputs=x.to(dtype))
+        for proxy in own_inputs:
+            assert scores[proxy] == pytest.approx(reference[proxy], rel=rel), (dtype, proxy)
+
+
+def test_tenas_lr_says_when_its_crops_are_too_small_for_the_network():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(8, 3, 14, 14)
+    with pytest.raises(ValueError, match=r"3x3 crops .* cannot take them at any width .*"
+                                         r"tenas_lr: crop=\.\.\."):
+        zcproxy.score(model, "tenas_lr", inputs=x)
+    assert zcproxy.score(model, "tenas_lr", inputs=x, crop=5) >= 1

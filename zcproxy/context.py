@@ -26,6 +26,7 @@ torchvision model at 224x224 the census costs ~1.2 batch-1 forwards.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -66,6 +67,25 @@ class ProxyInputError(ValueError):
 class ActivationMismatchError(ValueError):
     """A proxy's hooks saw fewer (or more) activation calls than the model makes, so its score
     would describe part of the network.  The message says where the unseen calls are."""
+
+
+def check_class_indices(targets: object) -> None:
+    """ProxyInputError unless ``targets`` are labels the data-dependent proxies' cross-entropy
+    can take: a 1-D integer tensor of class indices, >= 0 (any integer dtype; it is cast to
+    int64).  One-hot or soft labels, numpy arrays and lists are refused with that reason
+    instead of a dtype error from inside a proxy's loss."""
+    if not isinstance(targets, torch.Tensor):
+        raise ProxyInputError(f"targets must be a tensor of class indices, got "
+                              f"{_describe(targets)} (torch.as_tensor(...) converts it)")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ProxyInputError(f"targets must be integer class indices, got {targets.dtype} "
+                              "(one-hot or soft labels are not supported: pass "
+                              "labels.argmax(1))")
+    if targets.dim() != 1:
+        raise ProxyInputError(f"targets must be one class index per input (1-D), got shape "
+                              f"{tuple(targets.shape)}")
+    if targets.numel() and int(targets.min()) < 0:
+        raise ProxyInputError(f"targets must be class indices >= 0, got {int(targets.min())}")
 
 
 @dataclass
@@ -128,9 +148,8 @@ class ProxyContext:
                 net = prepare(self.model, Recipe(train=True), self.device)
             else:
                 net = self.prepared(Recipe(train=False))
-            dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()),
-                         torch.float32)
-            x = self.random_input(batch=2 if training else 1, seed=self.seed, dtype=dtype)
+            x = self.random_input(batch=2 if training else 1, seed=self.seed,
+                                  dtype=self.model_dtype)
             with torch.no_grad():
                 return activation_census(net, lambda: self.forward(net, x))
         return self.memo(("activation-census", training), compute)
@@ -164,6 +183,14 @@ class ProxyContext:
         warnings.warn(message + "; scoring the visible part (activation_check='warn')",
                       RuntimeWarning, stacklevel=2)
 
+    @property
+    def model_dtype(self) -> torch.dtype:
+        """The floating dtype of the model's first floating parameter (float32 if it has none):
+        what an input a proxy builds itself (noise, zeros for a trace) must be, so a float64
+        or bfloat16 model is scored in its own dtype instead of failing in its first layer."""
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
+        return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
     def pick_dtype(self, exact: torch.dtype | None, fast: torch.dtype | None
                    ) -> torch.dtype | None:
         """The dtype a proxy computes in: ``exact`` on the exact path, ``fast`` on the fast
@@ -194,11 +221,14 @@ class ProxyContext:
         if need_targets:
             if self.targets is None:
                 raise ProxyInputError("this proxy needs labels: pass targets=... with the inputs")
+            check_class_indices(self.targets)
             if self.targets.shape[0] != self.inputs.shape[0]:
                 raise ProxyInputError(f"{self.targets.shape[0]} targets for "
                                       f"{self.inputs.shape[0]} inputs")
         x = self.inputs.to(self.device)
         y = None if self.targets is None else self.targets.to(self.device)
+        if y is not None and not y.dtype.is_floating_point and y.dtype != torch.bool:
+            y = y.long()  # int32 / uint8 labels (numpy's defaults): cross-entropy takes int64
         return x, y
 
     def random_input(self, *, batch: int, seed: int, low: float = -0.5, high: float = 0.5,

@@ -548,7 +548,8 @@ def az_components(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaimi
         if use_inputs:
             x = ctx.data(min_batch=1)[0].detach().clone()
         else:
-            x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device)
+            x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device,
+                                                                          ctx.model_dtype)
         x.requires_grad_(True)  # keeps every map in the graph even with frozen weights
         feats = block_features(ctx, net, x, blocks)
         entropies = [(name, spectral_entropy(t, dim)) for name, t, dim in feats]

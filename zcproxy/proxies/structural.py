@@ -67,7 +67,7 @@ def trace_structure(ctx: ProxyContext) -> Structure:
     """The :class:`Structure` of the context's model (memoised per context)."""
     def compute() -> Structure:
         net = ctx.prepared(Recipe(train=False))
-        x = torch.zeros((1, *ctx.shape()), device=ctx.device)
+        x = torch.zeros((1, *ctx.shape()), device=ctx.device, dtype=ctx.model_dtype)
         tracer = _PathDepth()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter, tracer:

@@ -128,6 +128,20 @@ def random_crops(x: torch.Tensor, count: int, crop: int, channels: int | None,
     return patches.to(x.device)
 
 
+def _check_takes_crops(ctx: ProxyContext, net: torch.nn.Module, crops: torch.Tensor) -> None:
+    """ValueError naming the crop size if the full-width network cannot take crops with all
+    their channels either: then the crops are too small for it (unpadded convolutions, a
+    fixed-size head), which is not what a failed narrowing says."""
+    try:
+        with torch.inference_mode():
+            ctx.forward(net, crops)
+    except (RuntimeError, ValueError) as err:
+        size = "x".join(map(str, crops.shape[2:]))
+        raise ValueError(f"tenas_lr feeds {size} crops (TE-NAS's input for counting regions) "
+                         f"and {type(ctx.model).__name__} cannot take them at any width "
+                         f"({err}); pass a larger crop (tenas_lr: crop=...)") from err
+
+
 @register_proxy("tenas_lr", needs_data=True, higher_is_better=True,
                 description="TE-NAS: number of linear regions (distinct ReLU patterns) of 3000 "
                             "3x3 crops on a 1-channel copy of the network (Chen et al. 2021)")
@@ -142,7 +156,11 @@ def tenas_lr(ctx: ProxyContext, *, samples: int = 1000, batches: int = 3, crop: 
              for _ in range(repeats)]
     net = ctx.prepared(Recipe(train=True))
     if width is not None:
-        net = narrow_copy(net, width, draws[0][0][:2], ctx.seed).train()
+        try:
+            net = narrow_copy(net, width, draws[0][0][:2], ctx.seed).train()
+        except ValueError:
+            _check_takes_crops(ctx, net, random_crops(x, 2, crop, None, gen))
+            raise
     counts = []
     for batch_list in draws:
         codes: list[np.ndarray] = []

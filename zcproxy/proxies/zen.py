@@ -151,9 +151,10 @@ def zen(ctx: ProxyContext, *, batch_size: int = 64, repeats: int = 1, mixup_gamm
             gaussian_init_(net, gen, reset_running_stats=(r == 0))
         x = torch.randn(shape, generator=gen)
         noise = torch.randn(shape, generator=gen)
-        mixed = (x + mixup_gamma * noise).to(ctx.device)
+        mixed = (x + mixup_gamma * noise).to(ctx.device, ctx.model_dtype)
         with torch.no_grad():
-            f, counted = features_after(ctx, net, x.to(ctx.device), features, norms)
+            f, counted = features_after(ctx, net, x.to(ctx.device, ctx.model_dtype), features,
+                                        norms)
             f_mixed, counted_mixed = features_after(ctx, net, mixed, features, norms)
             delta = float((f - f_mixed).abs().reshape(batch_size, -1).sum(1).mean())
         if delta == 0.0:
