@@ -92,13 +92,19 @@ def test_device_argument_is_honoured():
         zcproxy.score(model, "entropic", device="definitely-not-a-device")
 
 
+def _two_conv_bn_net(classes: int = 3) -> nn.Module:
+    """Two conv-BN-ReLU blocks and a linear head, seeded: the smallest network every proxy of
+    the zoo scores (AZ-NAS needs two blocks)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                         nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, classes))
+
+
 def test_a_numpy_integer_seed_is_a_seed_and_a_float_is_an_error():
     # A seed drawn from numpy (a benchmark index, a permutation) reached AZ-NAS's
     # torch.Generator().manual_seed as np.int64 and failed with "an integer is required".
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
-                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = _two_conv_bn_net(classes=2)
     x = torch.randn(8, 3, 12, 12)
     as_int = zcproxy.score(model, "az_expressivity", inputs=x, seed=7)
     assert math.isfinite(as_int)
@@ -108,9 +114,7 @@ def test_a_numpy_integer_seed_is_a_seed_and_a_float_is_an_error():
 
 
 def test_labels_of_any_integer_dtype_are_labels_and_other_targets_a_clear_error():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(4, 3))
+    model = _two_conv_bn_net()
     x, y = torch.randn(8, 3, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     for proxy in ("snip", "grad_norm", "zico"):
         reference = zcproxy.score(model, proxy, inputs=x, targets=y)
@@ -129,10 +133,7 @@ def test_labels_of_any_integer_dtype_are_labels_and_other_targets_a_clear_error(
 def test_a_float64_or_bfloat16_model_is_scored_in_its_own_dtype():
     # The inputs a proxy builds itself (AZ-NAS's and Zen's noise, the zeros the structural
     # baselines trace) were float32 whatever the model, so these failed in its first layer.
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
-                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3))
+    model = _two_conv_bn_net()
     x = torch.randn(8, 3, 14, 14)
     own_inputs = ["az_expressivity", "az_progressivity", "az_complexity", "zen", "depth",
                   "n_flops", "n_act"]
