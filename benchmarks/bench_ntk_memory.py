@@ -1,0 +1,168 @@
+"""Peak memory and time of ``tenas_ntk`` against the straightforward way of building its kernel.
+
+TE-NAS's ``get_ntk_n`` (and zcproxy until this benchmark's change) collects the N per-sample
+gradient rows, stacks them and converts the stack to float64 before Θ = J Jᵀ: at the moment of
+the conversion the rows, the stack and its float64 copy are all alive, 16·N·P bytes for P
+weights.  ``zcproxy.proxies.tenas.ntk_gram`` writes each gradient straight into its row of one
+float64 J (8·N·P bytes).  Both multiply the same float64 matrix, so the condition numbers must
+be bit-identical: the report checks that they are.
+
+The baseline is written here, the way TE-NAS writes it (a deep copy in train mode, one backward
+per sample of the summed logits, weights only), and measured in the same run on the same cells.
+Each (cell, variant) runs in a fresh spawned process, and its peak is the growth of the
+process's peak resident memory during the score.  The cells are those of the seed-0 sample
+nearest the given quantiles of its parameter counts, built as the runner builds them and scored
+on the runner's CIFAR-10 batch (its first ``--batch`` images).
+
+    python benchmarks/bench_ntk_memory.py                      # NB101, 3 cells, batch 16
+    python benchmarks/bench_ntk_memory.py --bench nats-tss --batch 64 --quantiles 0.1,0.5,0.9
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_grasp_memory import cpu_name, pick_cells  # noqa: E402
+
+VARIANTS = ("stacked", "zcproxy")
+
+
+def stacked_condition_number(model, x, output) -> float:
+    """TE-NAS's way: per-sample gradient rows, stacked, converted to float64, then Θ = J Jᵀ."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(model).train()
+    params = [p for name, p in net.named_parameters() if "weight" in name and p.requires_grad]
+    s = output(net(x)).sum(dim=1)
+    rows = []
+    for i in range(s.shape[0]):
+        grads = torch.autograd.grad(s[i], params, retain_graph=i < s.shape[0] - 1,
+                                    allow_unused=True)
+        rows.append(torch.cat([g.reshape(-1) for g in grads if g is not None]))
+    j = torch.stack(rows).to(torch.float64)
+    eig = torch.linalg.eigvalsh(j @ j.T)
+    return float(eig[-1]) / float(eig[0])
+
+
+def measure(bench: str, index: int, variant: str, threads: int, batch: int,
+            data_dir: str | None) -> dict:
+    """One condition number in this (fresh) process: score, seconds, peak growth in MB."""
+    import torch
+
+    import zcproxy
+    from zcproxy.data import cifar10_batch
+    from zcproxy.nasbench import get_benchmark
+
+    torch.set_num_threads(threads)
+    b = get_benchmark(bench, data_dir=data_dir)
+    torch.manual_seed(index)
+    model = b.build(index)
+    x, _ = cifar10_batch(64, seed=0, root=data_dir)
+    x = x[:batch]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if variant == "stacked":
+        score = stacked_condition_number(model, x, b.output_selector)
+    else:
+        score = zcproxy.score(model, "tenas_ntk", inputs=x, output=b.output_selector,
+                              nonfinite="keep")
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"index": index, "variant": variant, "score": score, "seconds": seconds,
+            "peak_mb": (peak - before) / 1024, "params_m": b.params(index)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default="nb101", choices=["nb101", "nats-tss", "nats-sss"],
+                    help="benchmark whose cells to measure (default nb101)")
+    ap.add_argument("--sample", type=int, default=1000,
+                    help="the seed-0 sample the cells are picked from (default 1000)")
+    ap.add_argument("--quantiles", default="0.25,0.5,0.9",
+                    help="parameter-count quantiles of the cells to measure (default "
+                         "0.25,0.5,0.9; 1 is the largest cell, 49 M parameters on NB101)")
+    ap.add_argument("--batch", type=int, default=16,
+                    help="images per kernel, N (default 16; TE-NAS's recipe and zcproxy's "
+                         "default is the runner's 64, 16x slower: N backward passes of N)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per score (default 1)")
+    ap.add_argument("--data-dir", default=None, help="benchmark data folder (default: zcproxy's)")
+    ap.add_argument("--out", default=str(HERE / "NTK_MEMORY.md"),
+                    help="report to write (default benchmarks/NTK_MEMORY.md)")
+    args = ap.parse_args(argv)
+    if not 2 <= args.batch <= 64:
+        ap.error(f"--batch must be in 2..64 (the runner's batch), got {args.batch}")
+    quantiles = [float(q) for q in args.quantiles.split(",")]
+    cells = pick_cells(args.bench, args.sample, quantiles, args.data_dir)
+    started, load = datetime.now(timezone.utc), os.getloadavg()
+    rows: list[dict] = []
+    ctx = mp.get_context("spawn")
+    for index in cells:
+        for variant in VARIANTS:
+            with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                row = pool.submit(measure, args.bench, index, variant, args.threads,
+                                  args.batch, args.data_dir).result()
+            rows.append(row)
+            print(f"{args.bench} {index} ({row['params_m']:.2f} M params) {variant}: "
+                  f"{row['peak_mb']:.0f} MB, {row['seconds']:.1f} s, score {row['score']!r}",
+                  flush=True)
+    report = render(args, cells, rows, started, load)
+    Path(args.out).write_text(report)
+    print(report)
+    return 0
+
+
+def render(args: argparse.Namespace, cells: list[int], rows: list[dict], started: datetime,
+           load: tuple[float, float, float]) -> str:
+    by = {(r["index"], r["variant"]): r for r in rows}
+    same = sum(by[(i, "stacked")]["score"] == by[(i, "zcproxy")]["score"] for i in cells)
+    lines = [
+        "# `tenas_ntk`: peak memory and time against the stacked kernel", "",
+        "Generated by `benchmarks/bench_ntk_memory.py` (see its docstring).", "",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {started:%Y-%m-%d %H:%M} UTC; {args.threads} torch "
+        f"thread(s) per score, batch {args.batch}; load average at start {load[0]:.2f}, at end "
+        f"{os.getloadavg()[0]:.2f} (times are wall clock: compare them within a run).",
+        f"- Command: `python benchmarks/bench_ntk_memory.py --bench {args.bench} --sample "
+        f"{args.sample} --quantiles {args.quantiles} --batch {args.batch} --threads "
+        f"{args.threads}`", "",
+        "**stacked**: TE-NAS's kernel (rows stacked, then converted to float64), written in the "
+        "benchmark.  **zcproxy**: `zcproxy.score(model, \"tenas_ntk\")`.  **peak MB**: growth of "
+        "the process's peak resident memory during the score (fresh process per score).  "
+        "**ratio**: against stacked on the same cell.", "",
+        "| cell | params (M) | variant | peak MB | peak ratio | seconds | time ratio | "
+        "condition number |", "|---:|---:|:---|---:|---:|---:|---:|---:|"]
+    for index in cells:
+        base = by[(index, "stacked")]
+        for variant in VARIANTS:
+            r = by[(index, variant)]
+            lines.append(
+                f"| {index} | {r['params_m']:.2f} | {variant} | {r['peak_mb']:.0f} | "
+                f"{r['peak_mb'] / base['peak_mb']:.2f}× | {r['seconds']:.1f} | "
+                f"{r['seconds'] / base['seconds']:.2f}× | {r['score']!r} |")
+    peak = statistics.median(by[(i, "zcproxy")]["peak_mb"] / by[(i, "stacked")]["peak_mb"]
+                             for i in cells)
+    secs = statistics.median(by[(i, "zcproxy")]["seconds"] / by[(i, "stacked")]["seconds"]
+                             for i in cells)
+    lines += ["", f"Median over the {len(cells)} cells: peak {peak:.2f}×, time {secs:.2f}× of "
+              f"stacked; condition numbers bit-identical on {same} of {len(cells)}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
