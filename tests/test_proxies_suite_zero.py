@@ -452,3 +452,10 @@ def test_correlate_option_reaches_the_proxy_and_is_a_setting(tmp_path, capsys):
         assert correlate.main(base + ["--option", bad, "--fresh"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
+    # A value no network can take stops the run, instead of being every row's failure.
+    other = tmp_path / "misspelt"
+    assert correlate.main(base[:-1] + [str(other), "--option", "grad_norm.recipe=zenas"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "grad_norm: recipe must be one of" in err[0], err
+    journal = (other / "journal.csv").read_text().splitlines()
+    assert len(journal) == 2, journal  # the settings and the header: no row

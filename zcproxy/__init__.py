@@ -13,13 +13,15 @@ from .api import NonFiniteScoreError, ScoreDetails, score, score_many
 from .context import (ActivationMismatchError, ModelMutatedError, ProxyContext, ProxyInputError,
                       last_of_tuple, logits_only)
 from .explain import explain
-from .registry import Proxy, ProxyUndefined, UnknownProxyError, available_proxies, get_proxy, proxy_info, register_proxy
+from .registry import (Proxy, ProxyOptionError, ProxyUndefined, UnknownProxyError,
+                       available_proxies, get_proxy, proxy_info, register_proxy)
 from .surgery import NoActivationsError, Recipe
 
 __all__ = [
     "data", "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
     "explain", "Proxy", "ProxyContext", "Recipe", "ScoreDetails", "last_of_tuple", "logits_only",
-    "NonFiniteScoreError", "ProxyUndefined", "ProxyInputError", "NoActivationsError", "UnknownProxyError",
+    "NonFiniteScoreError", "ProxyOptionError", "ProxyUndefined", "ProxyInputError",
+    "NoActivationsError", "UnknownProxyError",
     "ActivationMismatchError", "ModelMutatedError",
 ]
 __version__ = "0.1.0"

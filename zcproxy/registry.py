@@ -64,6 +64,12 @@ class Proxy:
 _REGISTRY: dict[str, Proxy] = {}
 
 
+class ProxyOptionError(ValueError):
+    """An option value a proxy cannot take on any network (out of range, not one of its
+    choices): a mistake in the call, not a property of the architecture.  A batch run stops on
+    it with the message instead of recording it as every architecture's failure."""
+
+
 class ProxyUndefined(ArithmeticError):
     """Raised by a proxy whose score is undefined on this network, with the reason.
 

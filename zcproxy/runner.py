@@ -35,7 +35,7 @@ from .api import resolve_proxies, score_timed
 from .context import ProxyContext
 from .journal import (ENVIRONMENT, Journal, JournalError, Row, done_pairs, error_kind,
                       journal_in_use, read_journal, write_journal)
-from .registry import get_proxy, proxy_versions
+from .registry import ProxyOptionError, get_proxy, proxy_versions
 
 
 @dataclass(frozen=True)
@@ -452,6 +452,8 @@ class Worker:
             start = time.perf_counter()
             try:
                 (result,) = score_timed(ctx, [(proxy, options)], nonfinite="keep")
+            except ProxyOptionError as err:  # the same on every architecture: stop the run
+                raise ProxyOptionError(f"{proxy.name}: {err} (options {options})") from None
             except Exception as err:  # this proxy only; the next one still runs
                 rows.append((index, arch, proxy.name, proxy.version, math.nan,
                              time.perf_counter() - start, describe_failure(err)))

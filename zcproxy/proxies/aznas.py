@@ -111,7 +111,7 @@ import torch
 from torch import nn
 
 from ..context import ProxyContext, ProxyInputError
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, is_activation, is_norm, kaiming_normal_init_
 from .structural import trace_structure
 
@@ -544,7 +544,7 @@ def az_components(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaimi
         if init == "kaiming_fan_in":
             kaiming_normal_init_(net, gen, mode="fan_in")
         elif init != "none":
-            raise ValueError(f"init must be 'kaiming_fan_in' or 'none', not {init!r}")
+            raise ProxyOptionError(f"init must be 'kaiming_fan_in' or 'none', not {init!r}")
         if use_inputs:
             x = ctx.data(min_batch=1)[0].detach().clone()
         else:

@@ -49,7 +49,7 @@ from typing import Literal
 import torch
 
 from ..context import ProxyContext
-from ..registry import register_proxy
+from ..registry import ProxyOptionError, register_proxy
 from ..surgery import Recipe, absolute_, capture_activations, drawn_in, reinitialise
 
 Normalization = Literal["channel", "across_channels", "tensor"]
@@ -76,7 +76,7 @@ def normalise(t: torch.Tensor, normalization: Normalization = "channel") -> torc
     elif normalization == "tensor":
         dims = tuple(range(1, t.dim()))
     else:
-        raise ValueError(f"normalization must be 'channel', 'across_channels' or 'tensor', "
+        raise ProxyOptionError(f"normalization must be 'channel', 'across_channels' or 'tensor', "
                          f"not {normalization!r}")
     if not dims:  # every element is its own maximum
         return (t > 0).to(t.dtype)
@@ -111,7 +111,7 @@ def entropic_layers(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
     ``use_inputs=True`` feeds the caller's ``inputs`` instead of noise (same in every repeat).
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+        raise ProxyOptionError(f"repeats must be at least 1, got {repeats}")
     dtype = dtype or default_dtype(ctx, abs_weights)
     # One surgical copy, re-drawn in place for each repeat: the same values as a fresh copy per
     # repeat (every weight is overwritten), without deep-copying the network three times.
@@ -152,7 +152,7 @@ def entropic_score(ctx: ProxyContext, *, repeats: int = 3, batch_size: int = 1,
     """``reduce="mean"`` averages over layers instead of summing (how much of ES is depth?);
     ``abs_weights=True`` takes |weights| after each re-initialisation (``entropic_abs``)."""
     if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
+        raise ProxyOptionError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
     settings = dict(repeats=repeats, batch_size=batch_size, normalization=normalization,
                     eps=eps, low=low, high=high, reinit=reinit, use_inputs=use_inputs,
                     dtype=dtype or default_dtype(ctx, abs_weights), abs_weights=abs_weights)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, kaiming_normal_init_, weight_modules
 
 
@@ -136,7 +136,8 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
     if recipe == "abdelfattah":
         return float(sum(g.norm() for _, g in _loss_grads(ctx)))
     if recipe != "zennas":
-        raise ValueError(f"recipe must be one of {', '.join(GRAD_NORM_RECIPES)}, not {recipe!r}")
+        raise ProxyOptionError(f"recipe must be one of {', '.join(GRAD_NORM_RECIPES)}, "
+                               f"not {recipe!r}")
     net = ctx.prepared(Recipe(train=True), shared=False)
     gen = torch.Generator().manual_seed(ctx.seed)
     kaiming_normal_init_(net, gen, mode="fan_in")

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, capture_activations, gaussian_init_
 
 
@@ -160,8 +160,8 @@ def swap_reg(ctx: ProxyContext, *, mu: float = 1500.0, sigma: float = 1.5e6,
              unit: float = 1e3, batch_size: int = 16, repeats: int = 32,
              reinit: bool = True) -> float:
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise ProxyOptionError(f"sigma must be positive, got {sigma}")
     if unit <= 0:
-        raise ValueError(f"unit must be positive, got {unit}")
+        raise ProxyOptionError(f"unit must be positive, got {unit}")
     factor = size_factor(official_size(ctx.model, unit), mu, sigma)
     return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit) * factor

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, capture_activations, narrow_copy
 from .swap import distinct_rows
 
@@ -109,7 +109,7 @@ def tenas_ntk(ctx: ProxyContext, *, batch_size: int | None = None, train: bool =
     x, _ = ctx.data(min_batch=2)
     if batch_size is not None:
         if batch_size < 2 or batch_size > x.shape[0]:
-            raise ValueError(f"batch_size must be in 2..{x.shape[0]}, got {batch_size}")
+            raise ProxyOptionError(f"batch_size must be in 2..{x.shape[0]}, got {batch_size}")
         x = x[:batch_size]
     net = ctx.prepared(Recipe(train=train), shared=False)
     eig = torch.linalg.eigvalsh(ntk_gram(ctx, net, x))
@@ -127,7 +127,7 @@ def random_crops(x: torch.Tensor, count: int, crop: int, channels: int | None,
     """``count`` random crop x crop patches of random images (and random channels) of x."""
     n, c, h, w = x.shape
     if crop > h or crop > w:
-        raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
+        raise ProxyOptionError(f"crop {crop} is larger than the images ({h}x{w})")
     img = torch.randint(0, n, (count,), generator=gen)
     top = torch.randint(0, h - crop + 1, (count,), generator=gen)
     left = torch.randint(0, w - crop + 1, (count,), generator=gen)

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, gaussian_init_
 
 ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
@@ -105,7 +105,7 @@ def features_after(ctx: ProxyContext, net: nn.Module, x: torch.Tensor, features:
         else:
             named = dict(net.named_modules())
             if features not in named:
-                raise ValueError(f"features must be 'auto', 'pool_input', 'linear_input', "
+                raise ProxyOptionError(f"features must be 'auto', 'pool_input', 'linear_input', "
                                  f"'output' or a submodule name; {type(net).__name__} has no "
                                  f"{features!r}")
             modules, take_input = [named[features]], False
@@ -138,7 +138,7 @@ def features_after(ctx: ProxyContext, net: nn.Module, x: torch.Tensor, features:
 def zen(ctx: ProxyContext, *, batch_size: int = 64, repeats: int = 1, mixup_gamma: float = 1e-2,
         train: bool = True, features: str = "auto", gaussian_init: bool = True) -> float:
     if batch_size < 1 or repeats < 1:
-        raise ValueError("batch_size and repeats must be positive")
+        raise ProxyOptionError("batch_size and repeats must be positive")
     net = ctx.prepared(Recipe(train=train), shared=False)
     features = resolve_features(net, features)
     gen = torch.Generator().manual_seed(ctx.seed)

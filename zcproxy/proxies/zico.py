@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..context import ProxyContext
-from ..registry import ProxyUndefined, register_proxy
+from ..registry import ProxyOptionError, ProxyUndefined, register_proxy
 from ..surgery import Recipe, weight_modules
 from .gradient import trainable_value
 
@@ -46,7 +46,7 @@ def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = 
                      ) -> list[tuple[str, float]]:
     """(layer name, Σ_θ mean|g|/std(g)) for each conv/linear layer with a non-zero sum."""
     if batches < 2:
-        raise ValueError(f"ZiCo needs at least 2 batches (a std over batches), got {batches}")
+        raise ProxyOptionError(f"ZiCo needs at least 2 batches (a std over batches), got {batches}")
     x, y = ctx.data(min_batch=batches, need_targets=True)
     net = ctx.prepared(Recipe(train=True), shared=False)
     weighted = set(weight_modules(net))
