@@ -296,3 +296,28 @@ def test_a_missing_run_is_one_line_and_debug_shows_the_traceback(tmp_path, capsy
     assert len(err) == 1 and "scores.csv not found" in err[0]
     with pytest.raises(FileNotFoundError, match="scores.csv not found"):
         leaderboard.main(argv + ["--debug"])
+
+
+def test_scores_of_another_benchmark_are_refused_not_ranked_against_its_accuracy(tmp_path,
+                                                                                  capsys):
+    # Accuracy is looked up by index: NATS-tss scores given --bench nb101 made a table of
+    # τ ≈ 0 against NB101 cells that happen to share those indices, without a word.
+    import json
+    out = tmp_path / "run"
+    assert correlate.main(["--bench", "nats-tss", "--sample", "6", "--proxies", "logsynflow",
+                           "--bootstrap", "0", "--out", str(out), "--no-progress"]) == 0
+    boards = tmp_path / "boards"
+    capsys.readouterr()
+    argv = ["--run", str(out), "--bootstrap", "0", "--out", str(boards)]
+    assert leaderboard.main(["--bench", "nb101"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds nats-tss scores (its run.json), not nb101" in err[0], err
+    # Without the record, the architecture strings give it away.
+    record = json.loads((out / "run.json").read_text())
+    del record["bench"]
+    (out / "run.json").write_text(json.dumps(record))
+    assert leaderboard.main(["--bench", "nats-sss"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in scores.csv but" in err[0] and "6 of 6 differ" in err[0], err
+    assert not boards.exists()
+    assert leaderboard.main(["--bench", "nats-tss"] + argv) == 0

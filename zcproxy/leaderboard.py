@@ -236,6 +236,30 @@ def _networks_and_images(record: dict, requested: str | None) -> tuple[str, str]
     return network, record.get("inputs_source") or network
 
 
+def check_run_is_of(scores: pd.DataFrame, record: dict, bench: str, table: pd.DataFrame,
+                    run: str) -> None:
+    """ValueError unless the run's scores are of ``bench``'s architectures as ``table`` names
+    them: accuracy is looked up by index, so scores of another benchmark (or of another version
+    of its table) would otherwise be ranked against the wrong networks' accuracy, silently."""
+    recorded = record.get("bench")
+    if recorded and recorded != bench:
+        raise ValueError(f"{run} holds {recorded} scores (its run.json), not {bench}: pass "
+                         f"--bench {recorded}")
+    index = scores["index"].to_numpy()
+    if len(index) and (index.min() < 0 or index.max() >= len(table)):
+        raise ValueError(f"{run}: index {int(index.max())} is outside the {bench} table "
+                         f"({len(table):,} architectures): not {bench} scores")
+    if "arch" in scores:
+        names = table["arch"].astype(str).to_numpy()[index]
+        wrong = np.flatnonzero(names != scores["arch"].astype(str).to_numpy())
+        if len(wrong):
+            at = int(wrong[0])
+            raise ValueError(f"{run}: architecture {int(index[at])} is "
+                             f"{scores['arch'].iat[at]!r} in scores.csv but {names[at]!r} in the "
+                             f"{bench} table ({len(wrong):,} of {len(index):,} differ): another "
+                             "benchmark or another version of its data")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m zcproxy.leaderboard", description=__doc__.split("\n\n")[0] + "\n\n"
@@ -302,7 +326,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"{bench.populations[args.population]}; {len(scores)} of the "
                                f"run's {run_size} architectures.")
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         name = args.name or (args.bench if network_dataset == "cifar10"
                              else f"{args.bench}-{network_dataset}-networks")
         if args.population != "all" and not args.name:
@@ -311,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written: list[str] = []
         for dataset in [d.strip() for d in datasets.split(",") if d.strip()]:
             table = bench.table(dataset)
+            check_run_is_of(scores, record, args.bench, table, args.run)
+            out.mkdir(parents=True, exist_ok=True)
             accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
                                  index=scores.index)
             board = leaderboard(scores, bench=args.bench, accuracy=accuracy, dataset=dataset,
