@@ -658,3 +658,14 @@ def test_scoring_keeps_no_reference_to_the_model():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_a_batch_no_network_can_use_stops_the_run_instead_of_failing_every_row(tmp_path, capsys):
+    # --batch-size 1 used to finish "successfully" with NASWOT failed on every architecture.
+    out = tmp_path / "run"
+    assert run_cli(out, "--batch-size", "1", proxies="logsynflow,naswot") == 2
+    assert one_line_error(capsys) == ("correlate: error: naswot: this proxy needs a batch of at "
+                                      "least 2, got 1")
+    journal = (out / "journal.csv").read_text().splitlines()
+    assert len(journal) == 2, journal  # the settings and the header: no row
+    assert run_cli(out, "--batch-size", "2", "--fresh", proxies="logsynflow,naswot") == 0

@@ -10,8 +10,8 @@ Public API::
 """
 from . import data
 from .api import NonFiniteScoreError, ScoreDetails, score, score_many
-from .context import (ActivationMismatchError, ModelMutatedError, ProxyContext, ProxyInputError,
-                      last_of_tuple, logits_only)
+from .context import (ActivationMismatchError, ModelMutatedError, ProxyBatchError, ProxyContext,
+                      ProxyInputError, last_of_tuple, logits_only)
 from .explain import explain
 from .registry import (Proxy, ProxyOptionError, ProxyUndefined, UnknownProxyError,
                        available_proxies, get_proxy, proxy_info, register_proxy)
@@ -21,7 +21,7 @@ __all__ = [
     "data", "score", "score_many", "available_proxies", "register_proxy", "get_proxy", "proxy_info",
     "explain", "Proxy", "ProxyContext", "Recipe", "ScoreDetails", "last_of_tuple", "logits_only",
     "NonFiniteScoreError", "ProxyOptionError", "ProxyUndefined", "ProxyInputError",
-    "NoActivationsError", "UnknownProxyError",
+    "ProxyBatchError", "NoActivationsError", "UnknownProxyError",
     "ActivationMismatchError", "ModelMutatedError",
 ]
 __version__ = "0.1.0"

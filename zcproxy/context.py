@@ -64,6 +64,13 @@ class ProxyInputError(ValueError):
     """The inputs do not fit the model (wrong shape, too few samples, missing labels)."""
 
 
+class ProxyBatchError(ProxyInputError):
+    """The caller's batch cannot serve this proxy on any network (none, too few samples, no
+    labels, labels that are not class indices): a batch run stops on it, as on
+    :class:`~zcproxy.registry.ProxyOptionError`, instead of recording every architecture's
+    failure."""
+
+
 class ActivationMismatchError(ValueError):
     """A proxy's hooks saw fewer (or more) activation calls than the model makes, so its score
     would describe part of the network.  The message says where the unseen calls are."""
@@ -75,17 +82,17 @@ def check_class_indices(targets: object) -> None:
     int64).  One-hot or soft labels, numpy arrays and lists are refused with that reason
     instead of a dtype error from inside a proxy's loss."""
     if not isinstance(targets, torch.Tensor):
-        raise ProxyInputError(f"targets must be a tensor of class indices, got "
+        raise ProxyBatchError(f"targets must be a tensor of class indices, got "
                               f"{_describe(targets)} (torch.as_tensor(...) converts it)")
     if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ProxyInputError(f"targets must be integer class indices, got {targets.dtype} "
+        raise ProxyBatchError(f"targets must be integer class indices, got {targets.dtype} "
                               "(one-hot or soft labels are not supported: pass "
                               "labels.argmax(1))")
     if targets.dim() != 1:
-        raise ProxyInputError(f"targets must be one class index per input (1-D), got shape "
+        raise ProxyBatchError(f"targets must be one class index per input (1-D), got shape "
                               f"{tuple(targets.shape)}")
     if targets.numel() and int(targets.min()) < 0:
-        raise ProxyInputError(f"targets must be class indices >= 0, got {int(targets.min())}")
+        raise ProxyBatchError(f"targets must be class indices >= 0, got {int(targets.min())}")
 
 
 @dataclass
@@ -210,20 +217,21 @@ class ProxyContext:
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The caller's real batch on the context's device, checked for what a proxy needs."""
         if self.inputs is None:
-            raise ProxyInputError(
+            raise ProxyBatchError(
                 "this proxy needs real data: pass inputs=... (for CIFAR-10, "
                 "zcproxy.data.cifar10_batch(64) reads the official python batches)")
         if not isinstance(self.inputs, torch.Tensor) or self.inputs.dim() < 2:
-            raise ProxyInputError(f"inputs must be a batched tensor, got {_describe(self.inputs)}")
+            raise ProxyBatchError(
+                f"inputs must be a batched tensor, got {_describe(self.inputs)}")
         if self.inputs.shape[0] < min_batch:
-            raise ProxyInputError(
+            raise ProxyBatchError(
                 f"this proxy needs a batch of at least {min_batch}, got {self.inputs.shape[0]}")
         if need_targets:
             if self.targets is None:
-                raise ProxyInputError("this proxy needs labels: pass targets=... with the inputs")
+                raise ProxyBatchError("this proxy needs labels: pass targets=... with the inputs")
             check_class_indices(self.targets)
             if self.targets.shape[0] != self.inputs.shape[0]:
-                raise ProxyInputError(f"{self.targets.shape[0]} targets for "
+                raise ProxyBatchError(f"{self.targets.shape[0]} targets for "
                                       f"{self.inputs.shape[0]} inputs")
         x = self.inputs.to(self.device)
         y = None if self.targets is None else self.targets.to(self.device)

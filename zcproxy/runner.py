@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .api import resolve_proxies, score_timed
-from .context import ProxyContext
+from .context import ProxyBatchError, ProxyContext
 from .journal import (ENVIRONMENT, Journal, JournalError, Row, done_pairs, error_kind,
                       journal_in_use, read_journal, write_journal)
 from .registry import ProxyOptionError, get_proxy, proxy_versions
@@ -452,8 +452,9 @@ class Worker:
             start = time.perf_counter()
             try:
                 (result,) = score_timed(ctx, [(proxy, options)], nonfinite="keep")
-            except ProxyOptionError as err:  # the same on every architecture: stop the run
-                raise ProxyOptionError(f"{proxy.name}: {err} (options {options})") from None
+            except (ProxyOptionError, ProxyBatchError) as err:  # the same on every network
+                raise type(err)(f"{proxy.name}: {err}"
+                                + (f" (options {options})" if options else "")) from None
             except Exception as err:  # this proxy only; the next one still runs
                 rows.append((index, arch, proxy.name, proxy.version, math.nan,
                              time.perf_counter() - start, describe_failure(err)))
