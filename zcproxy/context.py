@@ -192,11 +192,14 @@ class ProxyContext:
 
     @property
     def model_dtype(self) -> torch.dtype:
-        """The floating dtype of the model's first floating parameter (float32 if it has none):
-        what an input a proxy builds itself (noise, zeros for a trace) must be, so a float64
-        or bfloat16 model is scored in its own dtype instead of failing in its first layer."""
-        tensors = itertools.chain(self.model.parameters(), self.model.buffers())
-        return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+        """The dtype of the model's first weight matrix or kernel (else of its first floating
+        tensor; float32 if it has none): what an input a proxy builds itself (noise, zeros for
+        a trace) must be, so a float64 or bfloat16 model is scored in its own dtype instead of
+        failing in its first layer (a float64 scalar parameter does not decide it)."""
+        floating = [t for t in itertools.chain(self.model.parameters(), self.model.buffers())
+                    if t.is_floating_point()]
+        weights = [t for t in floating if t.dim() >= 2]  # a conv kernel or a weight matrix
+        return (weights or floating or [torch.empty(0)])[0].dtype
 
     def pick_dtype(self, exact: torch.dtype | None, fast: torch.dtype | None
                    ) -> torch.dtype | None:

@@ -21,7 +21,7 @@ from collections import deque
 from typing import Iterator, Sequence
 
 from .journal import ENVIRONMENT
-from .runner import Row, ScoringJob, Task, Worker
+from .runner import STOPS_THE_RUN, Row, ScoringJob, Task, Worker
 
 
 def serves(started: ScoringJob, job: ScoringJob) -> bool:
@@ -362,6 +362,8 @@ class RayExecutor(Executor):
                 try:
                     results = ray.get(ref)
                 except ray.exceptions.RayError as err:
+                    if isinstance(getattr(err, "cause", None), STOPS_THE_RUN):
+                        raise err.cause from err  # the same on every node: never resubmitted
                     if attempt >= self.resubmits:
                         first, last = chunk[0][0], chunk[-1][0]
                         raise RuntimeError(

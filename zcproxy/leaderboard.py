@@ -246,8 +246,9 @@ def check_run_is_of(scores: pd.DataFrame, record: dict, bench: str, table: pd.Da
         raise ValueError(f"{run} holds {recorded} scores (its run.json), not {bench}: pass "
                          f"--bench {recorded}")
     index = scores["index"].to_numpy()
-    if len(index) and (index.min() < 0 or index.max() >= len(table)):
-        raise ValueError(f"{run}: index {int(index.max())} is outside the {bench} table "
+    outside = index[(index < 0) | (index >= len(table))]
+    if len(outside):
+        raise ValueError(f"{run}: index {int(outside[0])} is outside the {bench} table "
                          f"({len(table):,} architectures): not {bench} scores")
     if "arch" in scores:
         names = table["arch"].astype(str).to_numpy()[index]
@@ -330,12 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              else f"{args.bench}-{network_dataset}-networks")
         if args.population != "all" and not args.name:
             name += f"-{args.population}"
-        datasets = args.datasets or network_dataset
+        datasets = [d.strip() for d in (args.datasets or network_dataset).split(",")
+                    if d.strip()]
+        for dataset in datasets:  # every table checked before anything is written
+            check_run_is_of(scores, record, args.bench, bench.table(dataset), args.run)
+        out.mkdir(parents=True, exist_ok=True)
         written: list[str] = []
-        for dataset in [d.strip() for d in datasets.split(",") if d.strip()]:
+        for dataset in datasets:
             table = bench.table(dataset)
-            check_run_is_of(scores, record, args.bench, table, args.run)
-            out.mkdir(parents=True, exist_ok=True)
             accuracy = pd.Series(table["accuracy"].to_numpy()[scores["index"].to_numpy()],
                                  index=scores.index)
             board = leaderboard(scores, bench=args.bench, accuracy=accuracy, dataset=dataset,

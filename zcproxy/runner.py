@@ -452,9 +452,9 @@ class Worker:
             start = time.perf_counter()
             try:
                 (result,) = score_timed(ctx, [(proxy, options)], nonfinite="keep")
-            except (ProxyOptionError, ProxyBatchError) as err:  # the same on every network
+            except STOPS_THE_RUN as err:  # the same on every network: stop, name the proxy
                 raise type(err)(f"{proxy.name}: {err}"
-                                + (f" (options {options})" if options else "")) from None
+                                + (f" (options {options})" if options else "")) from err
             except Exception as err:  # this proxy only; the next one still runs
                 rows.append((index, arch, proxy.name, proxy.version, math.nan,
                              time.perf_counter() - start, describe_failure(err)))
@@ -464,6 +464,11 @@ class Worker:
                 f"undefined ({value}): {reason}" if reason else f"non-finite score {value}")
             rows.append((index, arch, proxy.name, proxy.version, value, result.seconds, error))
         return rows
+
+
+# Errors a proxy raises for the call, not the network (an option or a batch no network can
+# take): a batch run stops on them instead of journaling every architecture's failure.
+STOPS_THE_RUN = (ProxyOptionError, ProxyBatchError)
 
 
 # Messages of failures that come from the machine, not from the architecture being scored.

@@ -81,6 +81,8 @@ def ntk_gram(ctx: ProxyContext, net: torch.nn.Module, x: torch.Tensor) -> torch.
             params = [p for p, g in zip(params, grads) if g is not None]
             grads = [g for g in grads if g is not None]
             sizes = [p.numel() for p in params]
+            if not sizes:
+                raise ValueError("tenas_ntk: no weight reaches the output")
             j = torch.empty((n, sum(sizes)), dtype=torch.float64, device=s.device)
         for block, g in zip(j[i].split(sizes), grads):
             block.copy_(g.reshape(-1))

@@ -105,7 +105,8 @@ def features_after(ctx: ProxyContext, net: nn.Module, x: torch.Tensor, features:
         else:
             named = dict(net.named_modules())
             if features not in named:
-                raise ProxyOptionError(f"features must be 'auto', 'pool_input', 'linear_input', "
+                # a submodule name may exist in one network and not another: this network's failure
+                raise ValueError(f"features must be 'auto', 'pool_input', 'linear_input', "
                                  f"'output' or a submodule name; {type(net).__name__} has no "
                                  f"{features!r}")
             modules, take_input = [named[features]], False
