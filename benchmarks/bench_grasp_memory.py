@@ -22,8 +22,6 @@ so the scores move; Spearman ρ over the cells says whether their order does.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
 import platform
 import resource
@@ -34,23 +32,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from memory_probe import cpu_name, in_fresh_process, load_cell, pick_cells  # noqa: E402
 
 
 def measure(bench: str, index: int, split: int, threads: int, batch: int,
             data_dir: str | None) -> dict:
     """One GraSP score in this (fresh) process: score, seconds, peak growth in MB."""
-    import torch
-
     import zcproxy
-    from zcproxy.data import cifar10_batch
-    from zcproxy.nasbench import get_benchmark
 
-    torch.set_num_threads(threads)
-    b = get_benchmark(bench, data_dir=data_dir)
-    torch.manual_seed(index)
-    model = b.build(index)
-    x, y = cifar10_batch(batch, seed=0, root=data_dir)
+    b, model, x, y = load_cell(bench, index, threads, batch, data_dir)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     score = zcproxy.score(model, "grasp", inputs=x, targets=y, split=split,
@@ -59,32 +51,6 @@ def measure(bench: str, index: int, split: int, threads: int, batch: int,
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"index": index, "split": split, "score": score, "seconds": seconds,
             "peak_mb": (peak - before) / 1024, "params_m": b.params(index)}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def pick_cells(bench: str, sample: int, quantiles: list[float], data_dir: str | None) -> list[int]:
-    """The sample's cells whose parameter counts lie nearest the given quantiles."""
-    import numpy as np
-
-    from zcproxy.nasbench import get_benchmark
-
-    b = get_benchmark(bench, data_dir=data_dir)
-    indices = b.sample(sample, seed=0)
-    params = np.array([b.params(i) for i in indices])
-    order = np.argsort(params)
-    picked = [int(indices[order[min(len(order) - 1, int(round(q * (len(order) - 1))))]])
-              for q in quantiles]
-    return list(dict.fromkeys(picked))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     cells = pick_cells(args.bench, args.sample, quantiles, args.data_dir)
     started, load = datetime.now(timezone.utc), os.getloadavg()
     rows: list[dict] = []
-    ctx = mp.get_context("spawn")
     for index in cells:
         for split in splits:
-            with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                row = pool.submit(measure, args.bench, index, split, args.threads, args.batch,
-                                  args.data_dir).result()
+            row = in_fresh_process(measure, args.bench, index, split, args.threads, args.batch,
+                                   args.data_dir)
             rows.append(row)
             print(f"{args.bench} {index} ({row['params_m']:.2f} M params) split {split}: "
                   f"{row['peak_mb']:.0f} MB, {row['seconds']:.1f} s, score {row['score']:.6g}",

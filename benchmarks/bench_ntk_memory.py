@@ -21,11 +21,8 @@ on the runner's CIFAR-10 batch (its first ``--batch`` images).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -33,10 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_grasp_memory import cpu_name, pick_cells  # noqa: E402
+from memory_probe import (cpu_name, in_fresh_process, load_cell, peak_mb,  # noqa: E402
+                          pick_cells, resident_mb)
 
 VARIANTS = ("stacked", "zcproxy")
 
@@ -63,18 +60,10 @@ def stacked_condition_number(model, x, output) -> float:
 def measure(bench: str, index: int, variant: str, threads: int, batch: int,
             data_dir: str | None) -> dict:
     """One condition number in this (fresh) process: score, seconds, peak growth in MB."""
-    import torch
-
     import zcproxy
-    from zcproxy.data import cifar10_batch
-    from zcproxy.nasbench import get_benchmark
 
-    torch.set_num_threads(threads)
-    b = get_benchmark(bench, data_dir=data_dir)
-    torch.manual_seed(index)
-    model = b.build(index)
-    x, _ = cifar10_batch(64, seed=0, root=data_dir)
-    x = x[:batch]
+    b, model, x, _ = load_cell(bench, index, threads, 64, data_dir)
+    x = x[:batch]  # the first N of the runner's batch, as tenas_ntk(batch_size=N) takes
     before = resident_mb(reset_peak=True)
     start = time.perf_counter()
     if variant == "stacked":
@@ -85,35 +74,6 @@ def measure(bench: str, index: int, variant: str, threads: int, batch: int,
     seconds = time.perf_counter() - start
     return {"index": index, "variant": variant, "score": score, "seconds": seconds,
             "peak_mb": peak_mb() - before, "params_m": b.params(index)}
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def resident_mb(reset_peak: bool = False) -> float:
-    """The process's resident memory now; with ``reset_peak`` (Linux) its high-water mark is
-    reset to it first, so a transient peak while loading the tables is not taken for the
-    score's (``ru_maxrss`` keeps it, and would understate both variants' growth)."""
-    if reset_peak:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-    now = _status_mb("VmRSS")
-    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_mb() -> float:
-    """The resident high-water mark since the last reset (``ru_maxrss`` where /proc lacks it)."""
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,12 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     cells = pick_cells(args.bench, args.sample, quantiles, args.data_dir)
     started, load = datetime.now(timezone.utc), os.getloadavg()
     rows: list[dict] = []
-    ctx = mp.get_context("spawn")
     for index in cells:
         for variant in VARIANTS:
-            with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                row = pool.submit(measure, args.bench, index, variant, args.threads,
-                                  args.batch, args.data_dir).result()
+            row = in_fresh_process(measure, args.bench, index, variant, args.threads,
+                                   args.batch, args.data_dir)
             rows.append(row)
             print(f"{args.bench} {index} ({row['params_m']:.2f} M params) {variant}: "
                   f"{row['peak_mb']:.0f} MB, {row['seconds']:.1f} s, score {row['score']!r}",
