@@ -95,3 +95,17 @@ def test_an_interrupted_ray_run_cancels_its_chunks_in_flight(local_ray, indices,
     assert not running(pid)
     # Nothing unfinished is journaled (a chunk done but not yet collected is scored again).
     assert set(repr(v) for v in rows(tmp_path / "j.csv")["score"]) <= set(calls(log))
+
+
+def test_an_option_no_network_can_take_stops_a_ray_run_at_once(local_ray, indices, tmp_path):
+    """The option is wrong on every node: the run stops on its first chunk with the proxy's
+    own error, instead of Ray resubmitting the chunk and wrapping the error in a RuntimeError."""
+    from zcproxy import ProxyOptionError
+    from zcproxy.runner import ScoringJob
+    job = ScoringJob(bench="nats-tss", proxies=("n_params", "entropic"),
+                     proxy_options={"entropic": {"repeats": 0}})
+    with RayExecutor(chunk_size=1, max_retries=0, resubmits=2) as executor:
+        with pytest.raises(ProxyOptionError,
+                           match=r"^entropic: repeats must be at least 1, got 0 \(options "):
+            run_scoring(job, indices[:4], tmp_path / "j.csv", progress=False, executor=executor)
+    assert len(rows(tmp_path / "j.csv")) == 0  # no architecture's failure was journaled

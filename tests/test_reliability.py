@@ -273,7 +273,12 @@ def test_environment_failures_are_retried_and_others_on_request(proxy_state, tmp
 
     out = tmp_path / "arch"
     proxy_state["mode"] = "bad"
-    assert run_cli(out, proxies="zc_rel_flaky") == 0
+    capsys.readouterr()
+    assert run_cli(out, proxies="zc_rel_flaky,n_params") == 0
+    assert "4 architecture(s) had failed or non-finite scores (zc_rel_flaky 4)" in (
+        capsys.readouterr().err)
+    errors = pd.read_csv(out / "scores.csv", keep_default_na=False)["errors"]
+    assert errors.str.fullmatch(r"zc_rel_flaky: ValueError: .+").all(), errors
     proxy_state["mode"] = "ok"
     calls = proxy_state["calls"]
     assert run_cli(out, proxies="zc_rel_flaky") == 0  # a failure of the cell stays recorded
@@ -623,6 +628,12 @@ def test_verify_reports_equal_scores_differences_and_foreign_architectures(tmp_p
     assert "NOT reproduced" in capsys.readouterr().out
     assert verify_main([str(tmp_path / "nowhere"), str(tmp_path / "ref")]) == 2
     assert "scores.csv not found" in one_line_error(capsys)
+    for name, bench in (("ref", "nats-tss"), ("new", "nb101")):
+        (tmp_path / name / "run.json").write_text(json.dumps({"bench": bench}))
+    assert verify_main([str(tmp_path / "new"), str(tmp_path / "ref")]) == 2
+    assert one_line_error(capsys) == (f"verify: error: {tmp_path / 'new'} is a nb101 run and "
+                                      f"{tmp_path / 'ref'} a nats-tss run: runs of different "
+                                      "benchmarks cannot reproduce each other")
 
 
 def test_legacy_journals_stay_readable(tmp_path):

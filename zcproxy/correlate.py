@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from .analysis import run_record
@@ -261,14 +262,24 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
     print(to_markdown(table))
     failed = scores[scores["errors"] != ""]
     if len(failed):
-        print(f"\n{len(failed)} architecture(s) had failed or non-finite scores; they are NaN in "
-              f"{out / 'scores.csv'} (column 'errors') and left out of the correlations.",
+        print(f"\n{len(failed)} architecture(s) had failed or non-finite scores "
+              f"({failures_by_proxy(scores, proxies)}); they are NaN in {out / 'scores.csv'} "
+              "(column 'errors' names each proxy and why) and left out of the correlations.",
               file=sys.stderr)
     if args.plot:
         from .plot import write_figures
         write_figures(scores, proxies, out / "figures", title=args.bench)
     say(f"tables in {out}")
     return 0
+
+
+def failures_by_proxy(scores: pd.DataFrame, proxies: Sequence[str]) -> str:
+    """``"tenas_ntk 15, gradsign 3"``: how many architectures each proxy has no finite score
+    for, most first, so the summary line says which columns the failures are in."""
+    counts = {p: int((~np.isfinite(pd.to_numeric(scores[p], errors="coerce"))).sum())
+              for p in proxies if p in scores}
+    ranked = sorted(((n, p) for p, n in counts.items() if n), key=lambda c: (-c[0], c[1]))
+    return ", ".join(f"{p} {n}" for n, p in ranked)
 
 
 def say(text: str) -> None:

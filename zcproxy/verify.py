@@ -196,7 +196,14 @@ def run_arithmetic(folder: str | os.PathLike) -> str:
 
 def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
                  proxies: Sequence[str] | None = None, rtol: float = 1e-5) -> Comparison:
-    """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`)."""
+    """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`).
+
+    Folders of two benchmarks are refused before any score is read: their indices name
+    architectures of different spaces, and a verdict of "NOT reproduced" would hide why."""
+    benches = [(run_record(folder) or {}).get("bench") for folder in (new, reference)]
+    if None not in benches and benches[0] != benches[1]:
+        raise ValueError(f"{new} is a {benches[0]} run and {reference} a {benches[1]} run: "
+                         "runs of different benchmarks cannot reproduce each other")
     return compare_scores(read_scores(new, proxies=proxies),
                           read_scores(reference, proxies=proxies), proxies=proxies, rtol=rtol,
                           names=(str(new), str(reference)),
