@@ -6,10 +6,11 @@ machine.  ``grasp(split=k)`` (NASLib's ``split_data``) runs both passes on k chu
 batch and holds one chunk's graph at a time.  The baseline is ``split=1`` (the published
 recipe, what the committed tables use), measured in the same run on the same cells.
 
-Each (cell, split) is scored in a fresh spawned process, so its peak resident memory
-(``ru_maxrss``) belongs to that one score: the reported peak is the growth during the score
-(the process before it, with torch imported, the network built and the batch loaded, is
-subtracted).  The cells are the NB101 seed-0 sample's cells nearest to the given quantiles of
+Each (cell, split) is scored in a fresh spawned process, so its peak resident memory belongs
+to that one score: the reported peak is the growth of the resident high-water mark during the
+score, reset just before it (the process before it, with torch imported, the network built and
+the batch loaded, is subtracted; ``ru_maxrss`` would keep a transient peak of the loading and
+understate the score's own).  The cells are the NB101 seed-0 sample's cells nearest to the given quantiles of
 its parameter counts (the zoo's sample), built as the runner builds them (seeded by index) and
 scored on the runner's CIFAR-10 batch.  The report also gives each split's score beside
 ``split=1``'s: with BatchNorm in train mode each chunk is normalised with its own statistics,
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -34,7 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from memory_probe import cpu_name, in_fresh_process, load_cell, pick_cells  # noqa: E402
+from memory_probe import (cpu_name, in_fresh_process, load_cell, peak_mb,  # noqa: E402
+                          pick_cells, resident_mb)
 
 
 def measure(bench: str, index: int, split: int, threads: int, batch: int,
@@ -43,14 +44,13 @@ def measure(bench: str, index: int, split: int, threads: int, batch: int,
     import zcproxy
 
     b, model, x, y = load_cell(bench, index, threads, batch, data_dir)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resident_mb(reset_peak=True)
     start = time.perf_counter()
     score = zcproxy.score(model, "grasp", inputs=x, targets=y, split=split,
                           output=b.output_selector)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"index": index, "split": split, "score": score, "seconds": seconds,
-            "peak_mb": (peak - before) / 1024, "params_m": b.params(index)}
+            "peak_mb": peak_mb() - before, "params_m": b.params(index)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +105,8 @@ def render(args: argparse.Namespace, cells: list[int], splits: list[int], rows: 
         f"- Command: `python benchmarks/bench_grasp_memory.py --bench {args.bench} --sample "
         f"{args.sample} --quantiles {args.quantiles} --splits {args.splits} --threads "
         f"{args.threads}`", "",
-        "**peak MB**: growth of the process's peak resident memory during the score (fresh "
-        "process per score).  **ratio**: against `split=1` on the same cell.  **score / "
+        "**peak MB**: growth of the resident high-water mark during the score, reset just "
+        "before it (fresh process per score).  **ratio**: against `split=1` on the same cell.  **score / "
         "split 1**: how far the chunked recipe moves the score (BatchNorm statistics per chunk).",
         "", "| cell | params (M) | split | peak MB | peak ratio | seconds | time ratio | score | "
         "score / split 1 |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -3,9 +3,9 @@
 Each measured score runs in a fresh spawned process (:func:`in_fresh_process`), on a cell of a
 benchmark's seed-0 sample picked by parameter-count quantile (:func:`pick_cells`), built as the
 runner builds it and scored on the runner's CIFAR-10 batch (:func:`load_cell`).  Peak memory is
-read either from ``ru_maxrss`` or, better, as the growth of the resident high-water mark after a
-reset (:func:`resident_mb`, :func:`peak_mb`): ``ru_maxrss`` keeps any transient peak from
-loading the tables, which understates a score's growth.
+the growth of the resident high-water mark after a reset (:func:`resident_mb`, :func:`peak_mb`),
+not ``ru_maxrss``: that keeps any transient peak from loading the tables, which understates a
+score's growth.
 """
 from __future__ import annotations
 
