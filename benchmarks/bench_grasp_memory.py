@@ -10,9 +10,9 @@ Each (cell, split) is scored in a fresh spawned process, so its peak resident me
 to that one score: the reported peak is the growth of the resident high-water mark during the
 score, reset just before it (the process before it, with torch imported, the network built and
 the batch loaded, is subtracted; ``ru_maxrss`` would keep a transient peak of the loading and
-understate the score's own).  The cells are the NB101 seed-0 sample's cells nearest to the given quantiles of
-its parameter counts (the zoo's sample), built as the runner builds them (seeded by index) and
-scored on the runner's CIFAR-10 batch.  The report also gives each split's score beside
+understate the score's own).  The cells are the NB101 seed-0 sample's cells nearest to the
+given quantiles of its parameter counts (the zoo's sample), built as the runner builds them
+(seeded by index) and scored on the runner's CIFAR-10 batch.  The report also gives each split's score beside
 ``split=1``'s: with BatchNorm in train mode each chunk is normalised with its own statistics,
 so the scores move; Spearman ρ over the cells says whether their order does.
 
@@ -106,8 +106,8 @@ def render(args: argparse.Namespace, cells: list[int], splits: list[int], rows: 
         f"{args.sample} --quantiles {args.quantiles} --splits {args.splits} --threads "
         f"{args.threads}`", "",
         "**peak MB**: growth of the resident high-water mark during the score, reset just "
-        "before it (fresh process per score).  **ratio**: against `split=1` on the same cell.  **score / "
-        "split 1**: how far the chunked recipe moves the score (BatchNorm statistics per chunk).",
+        "before it (fresh process per score).  **ratio**: against `split=1` on the same "
+        "cell.  **score / split 1**: how far the chunked recipe moves the score (BatchNorm statistics per chunk).",
         "", "| cell | params (M) | split | peak MB | peak ratio | seconds | time ratio | score | "
         "score / split 1 |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for index in cells:

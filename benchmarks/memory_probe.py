@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import platform
-import resource
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -69,30 +68,35 @@ def pick_cells(bench: str, sample: int, quantiles: list[float], data_dir: str | 
     return list(dict.fromkeys(picked))
 
 
-def _status_mb(field: str) -> float | None:
+class NoPeakReset(RuntimeError):
+    """This system cannot reset and read the resident high-water mark (Linux /proc)."""
+
+
+def _status_mb(field: str) -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    except OSError as err:
+        raise NoPeakReset(f"cannot read /proc/self/status ({err}): the memory benchmarks need "
+                          "Linux; ru_maxrss elsewhere keeps the loading peak") from err
+    raise NoPeakReset(f"/proc/self/status has no {field}: the memory benchmarks need Linux")
 
 
 def resident_mb(reset_peak: bool = False) -> float:
-    """The process's resident memory now; with ``reset_peak`` (Linux) its high-water mark is
-    reset to it first, so a transient peak while loading the tables is not taken for the
-    score's (``ru_maxrss`` keeps it, and would understate the score's growth)."""
+    """The process's resident memory now; with ``reset_peak`` its high-water mark is reset to
+    it first, so a transient peak while loading the tables is not taken for the score's
+    (``ru_maxrss`` keeps it, and would understate the score's growth).  Raises NoPeakReset
+    where that cannot be done, rather than report a biased figure."""
     if reset_peak:
         try:
             Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-    now = _status_mb("VmRSS")
-    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except OSError as err:
+            raise NoPeakReset(f"cannot reset the resident high-water mark through "
+                              f"/proc/self/clear_refs ({err})") from err
+    return _status_mb("VmRSS")
 
 
 def peak_mb() -> float:
-    """The resident high-water mark since the last reset (``ru_maxrss`` where /proc lacks it)."""
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The resident high-water mark since the last reset."""
+    return _status_mb("VmHWM")

@@ -98,8 +98,9 @@ def test_an_interrupted_ray_run_cancels_its_chunks_in_flight(local_ray, indices,
 
 
 def test_an_option_no_network_can_take_stops_a_ray_run_at_once(local_ray, indices, tmp_path):
-    """The option is wrong on every node: the run stops on its first chunk with the proxy's
-    own error, instead of Ray resubmitting the chunk and wrapping the error in a RuntimeError."""
+    """The option is wrong on every node: the run stops with the proxy's own error as soon as
+    a chunk returns it, instead of Ray resubmitting the chunk and wrapping the error in a
+    RuntimeError (resubmits=2 would say "failed 3 times")."""
     from zcproxy import ProxyOptionError
     from zcproxy.runner import ScoringJob
     job = ScoringJob(bench="nats-tss", proxies=("n_params", "entropic"),

@@ -634,6 +634,11 @@ def test_verify_reports_equal_scores_differences_and_foreign_architectures(tmp_p
     assert one_line_error(capsys) == (f"verify: error: {tmp_path / 'new'} is a nb101 run and "
                                       f"{tmp_path / 'ref'} a nats-tss run: runs of different "
                                       "benchmarks cannot reproduce each other")
+    for name, dataset in (("ref", "cifar10"), ("new", "cifar100")):
+        (tmp_path / name / "run.json").write_text(json.dumps({"bench": "nats-tss",
+                                                               "dataset": dataset}))
+    assert verify_main([str(tmp_path / "new"), str(tmp_path / "ref")]) == 2
+    assert "a cifar100 run and" in one_line_error(capsys)
 
 
 def test_legacy_journals_stay_readable(tmp_path):

@@ -287,6 +287,27 @@ def test_a_failing_proxy_is_recorded_with_its_error(plugin, tss, tmp_path):
     assert len(again) == 4
 
 
+def test_errors_name_each_proxy_in_column_order_and_count_only_what_ran(tss):
+    """Two proxies fail on one architecture: ``errors`` lists both, in the table's column order
+    (not alphabetical), and leaves out a proxy the table has no column for; the summary counts
+    a proxy's failures only where it ran (a folder grows proxy by proxy)."""
+    bench, indices = tss
+    a, b, c = (int(i) for i in indices[:3])
+    rows = [(a, "n_params", 1.0, ""), (b, "n_params", 2.0, ""), (c, "n_params", 3.0, ""),
+            (a, "zz_late", math.nan, "ValueError: x; y"), (b, "zz_late", 5.0, ""),
+            (a, "aa_early", -math.inf, "undefined (-inf): dead"),
+            (a, "not_a_column", math.nan, "ValueError: unseen")]
+    journal = pd.DataFrame(rows, columns=["index", "proxy", "score", "error"]).assign(seconds=0.1)
+    wide = wide_scores(journal, bench, "cifar10", ["n_params", "zz_late", "aa_early"],
+                       [a, b, c])
+    assert list(wide["errors"]) == [
+        "zz_late: ValueError: x; y | aa_early: undefined (-inf): dead", "", ""]
+    assert correlate.failures_by_proxy(wide, ["n_params", "zz_late", "aa_early"]) == (
+        "aa_early 1, zz_late 1")  # aa_early was not run on b and c: not failures
+    assert correlate.failures_by_proxy(wide, ["zz_late", "aa_early"], top=1) == (
+        "aa_early 1 and 1 more proxies")
+
+
 def test_a_recipe_that_reads_no_image_runs_without_an_image_folder(tss, tmp_path, monkeypatch):
     """grad_norm recipe=zennas draws Gaussian inputs: the runner must not load (or demand) the
     image batch for it, while the default recipe, which reads images, still demands one."""

@@ -263,9 +263,9 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
     failed = scores[scores["errors"] != ""]
     if len(failed):
         print(f"\n{len(failed)} architecture(s) had failed or non-finite scores "
-              f"({failures_by_proxy(scores, proxies)}); they are NaN in {out / 'scores.csv'} "
-              "(column 'errors' names each proxy and why) and left out of the correlations.",
-              file=sys.stderr)
+              f"({failures_by_proxy(scores, proxies)}); they are NaN or ±inf in "
+              f"{out / 'scores.csv'} (column 'errors' names each proxy and why) and left out "
+              "of the correlations.", file=sys.stderr)
     if args.plot:
         from .plot import write_figures
         write_figures(scores, proxies, out / "figures", title=args.bench)
@@ -273,13 +273,19 @@ def score_and_report(args: argparse.Namespace, out: Path, journal_path: Path,
     return 0
 
 
-def failures_by_proxy(scores: pd.DataFrame, proxies: Sequence[str]) -> str:
-    """``"tenas_ntk 15, gradsign 3"``: how many architectures each proxy has no finite score
-    for, most first, so the summary line says which columns the failures are in."""
-    counts = {p: int((~np.isfinite(pd.to_numeric(scores[p], errors="coerce"))).sum())
-              for p in proxies if p in scores}
+def failures_by_proxy(scores: pd.DataFrame, proxies: Sequence[str], *, top: int = 5) -> str:
+    """``"tenas_ntk 15, gradsign 3"``: how many architectures each proxy was run on and has no
+    finite score for, most first (the ``top`` of them), so the summary line says which columns
+    the failures are in.  An architecture a proxy was not run on (a folder grows proxy by
+    proxy) has no ``seconds_<proxy>`` and is not a failure."""
+    counts = {}
+    for p in proxies:
+        if p in scores and f"seconds_{p}" in scores:
+            ran = scores[f"seconds_{p}"].notna()
+            counts[p] = int((ran & ~np.isfinite(pd.to_numeric(scores[p], errors="coerce"))).sum())
     ranked = sorted(((n, p) for p, n in counts.items() if n), key=lambda c: (-c[0], c[1]))
-    return ", ".join(f"{p} {n}" for n, p in ranked)
+    shown = ", ".join(f"{p} {n}" for n, p in ranked[:top])
+    return shown + (f" and {len(ranked) - top} more proxies" if len(ranked) > top else "")
 
 
 def say(text: str) -> None:

@@ -713,21 +713,26 @@ def _note_reuse(notify: Callable[[str], None], frame: pd.DataFrame, indices: lis
                f"{versions[proxy]})")
 
 
+ERRORS_SEPARATOR = " | "
+
+
 def wide_scores(journal: pd.DataFrame, bench, dataset: str, proxies: Sequence[str],
                 indices: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per architecture: index, arch, accuracy, params, one column per proxy and a
-    ``seconds_<proxy>`` column per proxy; failures are NaN and listed in ``errors`` as
-    ``proxy: reason`` pairs in column order, separated by ``; ``."""
+    ``seconds_<proxy>`` column per proxy.  A failed score is NaN, an undefined one ±inf or NaN,
+    and ``errors`` gives the reason for each, as ``proxy: reason`` in column order separated
+    by ``" | "`` (for reading: a reason may hold any text)."""
     table = bench.table(dataset)
     scores = journal.pivot(index="index", columns="proxy", values="score")
     seconds = journal.pivot(index="index", columns="proxy", values="seconds")
-    failed = journal[journal["error"].fillna("") != ""]
+    failed = journal[(journal["error"].fillna("") != "") & journal["proxy"].isin(proxies)]
     rank = {p: at for at, p in enumerate(proxies)}
-    failed = failed.assign(at=failed["proxy"].map(rank).fillna(len(rank))).sort_values(
-        ["index", "at", "proxy"])
+    failed = failed.assign(at=failed["proxy"].map(rank)).sort_values(["index", "at"])
     # Each message names its proxy: the same reason ("the NTK is singular") reads differently
-    # under different proxies, and a reader of one row must know which columns are NaN and why.
-    errors = (failed["proxy"] + ": " + failed["error"]).groupby(failed["index"]).agg("; ".join)
+    # under different proxies, and a reader of one row must know which columns are not finite
+    # and why.  Reasons contain "; " themselves, hence " | " between proxies.
+    errors = (failed["proxy"] + ": " + failed["error"]).groupby(failed["index"]).agg(
+        ERRORS_SEPARATOR.join)
     order = list(indices) if indices is not None else sorted(scores.index)
     order = [i for i in order if i in scores.index]
     out = pd.DataFrame({"index": order})

@@ -14,7 +14,8 @@ decimals.  The verdict then reads "reproduced in rank".
 
 Each folder's ``scores.csv`` is read through :func:`zcproxy.analysis.read_scores`, so a table
 cut short or edited since its run, or holding a compared proxy under another definition than
-the current one, is refused rather than compared.
+the current one, is refused rather than compared; so are two folders whose run.json names
+different benchmarks or datasets.
 """
 from __future__ import annotations
 
@@ -198,12 +199,15 @@ def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
                  proxies: Sequence[str] | None = None, rtol: float = 1e-5) -> Comparison:
     """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`).
 
-    Folders of two benchmarks are refused before any score is read: their indices name
-    architectures of different spaces, and a verdict of "NOT reproduced" would hide why."""
-    benches = [(run_record(folder) or {}).get("bench") for folder in (new, reference)]
-    if None not in benches and benches[0] != benches[1]:
-        raise ValueError(f"{new} is a {benches[0]} run and {reference} a {benches[1]} run: "
-                         "runs of different benchmarks cannot reproduce each other")
+    Folders of two benchmarks, or of one benchmark's networks for two datasets, are refused
+    before any score is read: their indices name other architectures or their networks have
+    other heads, and a verdict of "NOT reproduced" would hide why."""
+    records = [run_record(folder) or {} for folder in (new, reference)]
+    for key, what in (("bench", "benchmarks"), ("dataset", "datasets")):
+        mine, theirs = (record.get(key) for record in records)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(f"{new} is a {mine} run and {reference} a {theirs} run: runs of "
+                             f"different {what} cannot reproduce each other")
     return compare_scores(read_scores(new, proxies=proxies),
                           read_scores(reference, proxies=proxies), proxies=proxies, rtol=rtol,
                           names=(str(new), str(reference)),
