@@ -9,15 +9,61 @@ score's growth.
 """
 from __future__ import annotations
 
+import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import platform
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+
+def add_cell_arguments(ap: argparse.ArgumentParser, *, quantiles: str, largest: str,
+                       report: str) -> None:
+    """The options every memory benchmark takes: which cells (benchmark, sample, quantiles),
+    torch threads, data folder and report.  ``largest`` says what the largest cell costs."""
+    ap.add_argument("--bench", default="nb101", choices=["nb101", "nats-tss", "nats-sss"],
+                    help="benchmark whose cells to measure (default nb101)")
+    ap.add_argument("--sample", type=int, default=1000,
+                    help="the seed-0 sample the cells are picked from (default 1000)")
+    ap.add_argument("--quantiles", default=quantiles,
+                    help=f"parameter-count quantiles of the cells to measure (default "
+                         f"{quantiles}; 1 is the largest cell{largest})")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per score (default 1)")
+    ap.add_argument("--data-dir", default=None, help="benchmark data folder (default: zcproxy's)")
+    ap.add_argument("--out", default=str(HERE / report),
+                    help=f"report to write (default benchmarks/{report})")
+
+
+def chosen_cells(args: argparse.Namespace) -> list[int]:
+    """The cells :func:`add_cell_arguments`' options name (see :func:`pick_cells`)."""
+    quantiles = [float(q) for q in args.quantiles.split(",")]
+    return pick_cells(args.bench, args.sample, quantiles, args.data_dir)
+
+
+def machine_line(threads: int, batch: int, started: datetime,
+                 load: tuple[float, float, float]) -> str:
+    """The report's first line: machine, time, threads, batch and the load around the run."""
+    return (f"- Machine: {cpu_name()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; {started:%Y-%m-%d %H:%M} UTC; {threads} torch "
+            f"thread(s) per score, batch {batch}; load average at start {load[0]:.2f}, at end "
+            f"{os.getloadavg()[0]:.2f} (times are wall clock: compare them within a run).")
+
+
+def measure_peak(score: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``score()``, its wall-clock seconds and the growth of the resident high-water mark
+    during it (reset just before, so what the process did earlier is not counted)."""
+    before = resident_mb(reset_peak=True)
+    start = time.perf_counter()
+    value = score()
+    seconds = time.perf_counter() - start
+    return value, seconds, peak_mb() - before
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:

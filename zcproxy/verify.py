@@ -190,11 +190,6 @@ def _compare_proxy(proxy: str, x: np.ndarray, y: np.ndarray, rtol: float,
                            worst, float(tau), float(rho), same_nonfinite, acc_tau)
 
 
-def run_arithmetic(folder: str | os.PathLike) -> str:
-    """The arithmetic a correlate run recorded in its run.json ("exact" before it was)."""
-    return (run_record(folder) or {}).get("arithmetic", "exact")
-
-
 def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
                  proxies: Sequence[str] | None = None, rtol: float = 1e-5) -> Comparison:
     """Compare the ``scores.csv`` of two correlate output folders (see :func:`compare_scores`).
@@ -211,7 +206,8 @@ def compare_runs(new: str | os.PathLike, reference: str | os.PathLike, *,
     return compare_scores(read_scores(new, proxies=proxies),
                           read_scores(reference, proxies=proxies), proxies=proxies, rtol=rtol,
                           names=(str(new), str(reference)),
-                          arithmetic=(run_arithmetic(new), run_arithmetic(reference)))
+                          # the arithmetic each run recorded ("exact" before runs recorded it)
+                          arithmetic=tuple(r.get("arithmetic", "exact") for r in records))
 
 
 def build_parser() -> argparse.ArgumentParser:

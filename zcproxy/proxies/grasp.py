@@ -47,8 +47,8 @@ from .gradient import CONSTANT_OUTPUT, defined_loss_pass, outputs_identical, tra
 def grasp(ctx: ProxyContext, *, train: bool = True, split: int = 1) -> float:
     x, y = ctx.data(need_targets=True)
     if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= x.shape[0]:
-        raise ProxyOptionError(f"grasp: split must be a whole number of chunks in 1..{x.shape[0]} "
-                         f"(the batch size), got {split!r}")
+        raise ProxyOptionError(f"grasp: split must be a whole number of chunks in "
+                               f"1..{x.shape[0]} (the batch size), got {split!r}")
     net = ctx.prepared(Recipe(train=train), shared=False)
     if split == 1:
         first = defined_loss_pass(ctx, train=train).grads
