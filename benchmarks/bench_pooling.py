@@ -193,7 +193,10 @@ def markdown(sections: list[tuple[str, list[str]]], args, load: tuple[float, flo
         f"{torch.__version__}, {args.threads} thread(s); load average {load[0]:.2f} at the start, "
         f"{load[1]:.2f} at the end (other jobs included: the baseline and ours alternate inside "
         f"every repeat, so their ratio is fair). Median of {args.repeats} repeats; the "
-        "speed-up is the torch layer's time over ours, with its min–max over the repeats.", ""]
+        "speed-up is the torch layer's time over ours, with its min–max over the repeats.", "",
+        f"Command: `python benchmarks/bench_pooling.py --pools {args.pools} --networks "
+        f"{args.networks} --repeats {args.repeats} --loops {args.loops} --threads {args.threads} "
+        f"--seed {args.seed}`", ""]
     for title, rows in sections:
         lines += [f"## {title}", ""] + rows + [""]
     return "\n".join(lines)
