@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-DATA   ?= ../shared/data
+# The benchmark data: DATA=... on the command line, else ZCPROXY_DATA, else ../shared/data.
+DATA   ?= $(if $(ZCPROXY_DATA),$(ZCPROXY_DATA),../shared/data)
 BENCH  ?= nats-sss
 SAMPLE ?= 1000
 PROXIES ?= naswot,logsynflow,entropic

@@ -211,10 +211,15 @@ class ReferenceScorer:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Score architectures with the reference-style "
                                             "baseline (see the module docstring).")
-    p.add_argument("--bench", required=True, choices=("nats-sss", "nats-tss", "nb101"))
-    p.add_argument("--index", type=int, nargs="+", required=True)
-    p.add_argument("--proxies", default="naswot,logsynflow,entropic")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bench", required=True, choices=("nats-sss", "nats-tss", "nb101"),
+                   help="benchmark whose architectures are scored")
+    p.add_argument("--index", type=int, nargs="+", required=True,
+                   help="benchmark indices of the architectures to score, e.g. 0 1 2")
+    p.add_argument("--proxies", default="naswot,logsynflow,entropic",
+                   help="comma-separated proxies (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="run seed: each architecture's weights and the CIFAR-10 batch derive from it, as in "
+                        "zcproxy's runner (default: %(default)s)")
     args = p.parse_args(argv)
     scorer = ReferenceScorer(args.bench, seed=args.seed)
     for index in args.index:

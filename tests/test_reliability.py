@@ -527,6 +527,39 @@ def test_command_line_mistakes_end_in_one_line(case, tmp_path, capsys):
     assert expected in one_line_error(capsys)
 
 
+def test_list_proxies_needs_no_benchmark_and_every_other_use_does(capsys):
+    """`correlate --list-proxies`, which the help and the errors point to, runs alone and
+    lists every registered proxy; without it, a missing --bench is a usage error."""
+    from zcproxy import available_proxies
+    assert correlate.main(["--list-proxies"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(available_proxies())
+    with pytest.raises(SystemExit) as stop:
+        correlate.main(["--sample", "4"])
+    assert stop.value.code == 2
+    assert "required: --bench" in capsys.readouterr().err
+
+
+def test_the_table_commands_end_a_mistake_in_one_line(tmp_path, capsys):
+    """models_table checks its --device before any model is built; plot and the summary
+    turn an error met while working into one line (their --debug shows the traceback)."""
+    from zcproxy import leaderboard_summary, models_table, plot
+    assert models_table.main(["--device", "cuad", "--out", str(tmp_path / "m.md")]) == 2
+    assert "not a torch device" in one_line_error(capsys)
+    assert not (tmp_path / "m.md").exists()
+    scores = tmp_path / "s.csv"
+    pd.DataFrame({"accuracy": [1.0, 2.0, 3.0], "p": [3.0, 1.0, 2.0]}).to_csv(scores, index=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # --out below a file: no folder can be made there
+    argv = ["--scores", str(scores), "--out", str(blocker / "figs")]
+    assert plot.main(argv) == 2
+    assert "plot: error:" in one_line_error(capsys)
+    with pytest.raises(OSError):
+        plot.main(argv + ["--debug"])
+    assert leaderboard_summary.main([str(blocker)]) == 2
+    assert "leaderboard_summary: error:" in one_line_error(capsys)
+
+
 def test_a_data_folder_that_is_not_there_is_an_error_not_a_fallback(tmp_path, monkeypatch,
                                                                      capsys):
     monkeypatch.setenv("ZCPROXY_DATA", str(tmp_path / "nowhere"))

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m zcproxy.correlate --bench nats-sss --sample 1000 --fresh   # rescore\n"
                "  python -m zcproxy.verify runs/nats-sss-sample1000-seed0 results/correlate/nats-sss\n"
                "(data from --data-dir, $ZCPROXY_DATA or ../shared/data)")
-    p.add_argument("--bench", required=True, choices=BENCHMARKS, help="benchmark to score")
+    p.add_argument("--bench", choices=BENCHMARKS,
+                   help="benchmark to score (required, except with --list-proxies)")
     p.add_argument("--proxies", default=DEFAULT_PROXIES,
                    help=f"comma-separated proxy names (default {DEFAULT_PROXIES}); "
                         "`--list-proxies` shows them all")
@@ -170,15 +171,20 @@ def sigterm_as_interrupt():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run; a mistake ends as one line on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bench is None and not args.list_proxies:
+        parser.error("the following arguments are required: --bench")
     return run_command(lambda: run(args), prog="correlate", debug=args.debug)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list_proxies:
-        for name in available_proxies():
+        names = available_proxies()
+        width = max(map(len, names))
+        for name in names:
             info = get_proxy(name)
-            print(f"{name:12s} {'(needs data) ' if info.needs_data else ''}{info.description}")
+            print(f"{name:{width}s} {'(needs data) ' if info.needs_data else ''}{info.description}")
         return 0
     check_arguments(args)
     proxies = parse_proxies(args.proxies, baselines=not args.no_baselines)

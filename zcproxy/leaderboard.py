@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "networks), so that two studies of one benchmark sit side by side, "
                         "e.g. --name nb101-zoo")
     p.add_argument("--out", default="runs/leaderboard",
-                   help="folder for <name>-<dataset>.md/.csv")
+                   help="folder for <name>-<dataset>.md/.csv (default: %(default)s)")
     add_debug_flag(p)
     return p
 

@@ -22,13 +22,13 @@ output folder, and says how many of them it did not write itself.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from .cli import add_debug_flag, run_command
 from .nasbench.nats import NUM_CLASSES
 
 _BENCH_ORDER = ("nb101", "nats-sss", "nats-tss")  # the order of the README's sections
@@ -154,14 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("folder", nargs="?", default="results/leaderboard",
                    help="folder of leaderboard tables; summary.md/.csv are written there "
                         "(default results/leaderboard)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         path, stems = write_summary(args.folder)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{path}: {len(stems)} tables ({', '.join(stems)})")
-    return 0
+        print(f"{path}: {len(stems)} tables ({', '.join(stems)})")
+        return 0
+    return run_command(body, prog=p.prog, debug=args.debug)
 
 
 if __name__ == "__main__":

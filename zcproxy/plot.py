@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats as _sps
 
 from zcproxy.atomic import save_figure
+from zcproxy.cli import add_debug_flag, run_command
 from zcproxy.stats import kendall_tau, pairwise_rank_correlation, spearman_rho
 
 __all__ = ["rank_plot", "rank_grid", "correlation_heatmap", "write_figures", "proxy_columns",
@@ -251,14 +252,13 @@ def _parser() -> argparse.ArgumentParser:
                "(lower-is-better proxies appear negated there, as −name).  With several "
                "--scores files, per-file figures are prefixed by the file's label and the grid "
                "has one row per file.  Example: python -m zcproxy.plot "
-               "--scores results/nb201-cifar10/scores.csv --out results/nb201-cifar10/figures",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               "--scores results/correlate/nats-sss/scores.csv --out runs/nats-sss-figures")
     parser.add_argument("--scores", nargs="+", required=True, metavar="CSV",
                         help="score table(s), one row per architecture")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument("--labels", nargs="+", metavar="NAME",
                         help="one label per scores file (default: the name of its folder)")
-    parser.add_argument("--target", default="accuracy", help="column holding the trained accuracy")
+    parser.add_argument("--target", default="accuracy", help="column holding the trained accuracy (default: %(default)s)")
     parser.add_argument("--proxies", nargs="+", metavar="NAME",
                         help="proxy columns to plot (default: every numeric column that is not "
                              "metadata or timing; name 'params' here to plot it as a baseline)")
@@ -271,10 +271,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--higher-is-better", nargs="+", default=[], metavar="NAME",
                         help="proxies to treat as higher-is-better whatever the registry says")
     parser.add_argument("--method", choices=("spearman", "kendall"), default="spearman",
-                        help="rank correlation for the proxy-vs-proxy heatmap")
+                        help="rank correlation for the proxy-vs-proxy heatmap (default: %(default)s)")
     parser.add_argument("--kind", choices=("auto", "scatter", "hexbin"), default="auto",
-                        help=f"rank plot style; auto = hexbin above {HEXBIN_THRESHOLD} points")
-    parser.add_argument("--dpi", type=int, default=120)
+                        help=f"rank plot style; auto = hexbin above {HEXBIN_THRESHOLD} points "
+                             "(default: %(default)s)")
+    parser.add_argument("--dpi", type=int, default=120,
+                        help="resolution of the PNGs in dots per inch (default: %(default)s)")
+    add_debug_flag(parser)
     return parser
 
 
@@ -328,6 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a proxy cannot be both --lower-is-better and --higher-is-better")
     orientation = {**default_orientation(proxies), **forced}
 
+    return run_command(lambda: draw(args, frames, proxies, orientation), prog=parser.prog,
+                       debug=args.debug)
+
+
+def draw(args: argparse.Namespace, frames: dict[str, pd.DataFrame], proxies: list[str],
+         orientation: dict[str, bool]) -> int:
+    """Write every figure the checked arguments ask for and print their paths."""
     out = Path(args.out)
     written: list[Path] = []
     several = len(frames) > 1

@@ -21,7 +21,7 @@ examples:
       --data /data/imagenet --preset s1 --output runs/esformer_s1
 
   # two nodes of 8 GPUs (run on each node; NODE is 0 or 1, HOST is node 0's address)
-  torchrun --nnodes 2 --node_rank NODE --nproc_per_node 8 --master_addr HOST --master_port 29500 \
+  torchrun --nnodes 2 --node_rank NODE --nproc_per_node 8 --master_addr HOST --master_port 29500 \\
       -m zcproxy.train --arch efficientformerv2_s2 --data /data/imagenet --output /shared/runs/s2
 
   # continue an interrupted run (reads <output>/last.pth)
