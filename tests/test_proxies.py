@@ -56,6 +56,9 @@ def test_entropic_normalisation_readings_differ_by_hand():
     across = zcproxy.score(model, "entropic", normalization="across_channels", **kw)
     assert per_channel == pytest.approx(2 * entropy(0.5) / 8, rel=1e-6)
     assert across == pytest.approx(2 * entropy(1 / 3) / 8, rel=1e-6)
+    # The named presets: the weights are positive, so |weights| changes nothing here.
+    for name in ("entropic_across", "entropic_abs_across"):
+        assert zcproxy.score(model, name, **kw) == pytest.approx(2 * entropy(1 / 3) / 8, rel=1e-6)
 
 
 def test_entropic_signed_reading_by_hand():
@@ -73,12 +76,54 @@ def test_entropic_signed_reading_by_hand():
         2 * (entropy(1.0) + entropy(0.5)) / 4, rel=1e-6)
     signed = zcproxy.score(model, "entropic", **kw)
     assert signed == pytest.approx((entropy(0.25) + entropy(1.0)) / 4, rel=1e-6)
+    # Averaged over the two layers instead of summed: the second layer's 0 halves it; with
+    # |weights| both layers hold 2·(e(1) + e(.5))/4, so the mean is one of them.
+    assert zcproxy.score(model, "entropic_mean", **kw) == pytest.approx(
+        (entropy(0.25) + entropy(1.0)) / 8, rel=1e-6)
+    assert zcproxy.score(model, "entropic_abs_mean", **kw) == pytest.approx(
+        (entropy(1.0) + entropy(0.5)) / 4, rel=1e-6)
     assert signed == zcproxy.score(model, "entropic_signed", **kw)
     assert zcproxy.score(model, "entropic", abs_weights=True, **kw) == zcproxy.score(
         model, "entropic_abs", **kw)
     shape = dict(input_shape=(1, 8, 8))
     assert zcproxy.explain(model, "entropic_signed", **shape)["entropy"].sum() == pytest.approx(
         zcproxy.score(model, "entropic_signed", **shape), rel=1e-9)
+
+
+def _layer_entropy(channels):
+    """Mean of -a·log(a + 1e-8) over every element, each channel (a list of values) divided by
+    its own maximum (a channel whose maximum is 0 contributes 0)."""
+    total = count = 0
+    for values in channels:
+        peak = max(values)
+        total += sum(entropy(v / peak) for v in values) if peak > 0 else 0.0
+        count += len(values)
+    return total / count
+
+
+def test_entropic_default_recipe_by_hand():
+    """The recipe as scored by default (seed 0): three repeats r = 0, 1, 2, each re-drawing the
+    weights with torch's default initialiser under torch.manual_seed(r) in float64 (here: as a
+    fresh Conv2d draws them) and feeding one uniform-noise image in [-0.5, 0.5) from a generator
+    seeded r; signed weights; each channel divided by its spatial maximum; layer entropies
+    summed, repeats averaged.  Net: conv 1x1 (1 -> 2) -> ReLU -> conv 1x1 (2 -> 1) -> ReLU, on
+    one 2x2 channel, every step written out in plain Python below."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(),
+                          nn.Conv2d(2, 1, 1, bias=False), nn.ReLU())
+    totals = []
+    for r in range(3):
+        torch.manual_seed(r)
+        w1 = nn.Conv2d(1, 2, 1, bias=False, dtype=torch.float64).weight.flatten().tolist()
+        w2 = nn.Conv2d(2, 1, 1, bias=False, dtype=torch.float64).weight.flatten().tolist()
+        gen = torch.Generator().manual_seed(r)
+        x = [-0.5 + u for u in torch.rand(4, generator=gen, dtype=torch.float64).tolist()]
+        h = [[max(w * v, 0.0) for v in x] for w in w1]
+        z = [max(w2[0] * a + w2[1] * b, 0.0) for a, b in zip(*h)]
+        totals.append(_layer_entropy(h) + _layer_entropy([z]))
+    expected = sum(totals) / 3
+    got = zcproxy.score(model, "entropic", input_shape=(1, 2, 2))
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert len(set(totals)) == 3 and expected > 0  # the repeats differ: each counts
 
 
 def test_an_undefined_score_carries_its_reason():

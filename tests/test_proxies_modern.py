@@ -482,6 +482,38 @@ def test_tenas_ntk_by_hand():
     assert zcproxy.get_proxy("tenas_ntk").higher_is_better is False
 
 
+def _ntk_condition(model, x, train):
+    """The NTK's condition number written out: one forward of the batch in the given mode, the
+    gradient of each sample's summed logits with respect to every parameter named "weight"
+    (BatchNorm's γ too, as TE-NAS's ``get_ntk_n`` takes them), Θ = J Jᵀ, λ_max / λ_min."""
+    import copy
+
+    import numpy as np
+    net = copy.deepcopy(model).train(train)
+    weights = [p for name, p in net.named_parameters() if "weight" in name]
+    out = net(x).sum(dim=1)
+    rows = [torch.cat([g.flatten() for g in torch.autograd.grad(out[i], weights,
+                                                                retain_graph=True)])
+            for i in range(x.shape[0])]
+    j = torch.stack(rows).double().numpy()
+    eig = np.linalg.eigvalsh(j @ j.T)
+    return float(eig[-1] / eig[0])
+
+
+def test_tenas_ntk_takes_batch_norm_in_train_mode_by_default():
+    """With BatchNorm the samples of the batch are coupled through its batch statistics:
+    TE-NAS scores in train mode, so the default must equal the train-mode kernel written out
+    above, and differ from the eval-mode one (running statistics 0 and 1)."""
+    model = nn.Sequential(linear([[0.3, -1.0], [2.0, 0.5], [-0.7, 1.2]]), nn.BatchNorm1d(3),
+                          nn.ReLU(), linear([[1.0, -0.5, 0.25], [0.5, 2.0, -1.0]]))
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-0.5, 2.0], [0.3, -1.0]])
+    train, evaluation = _ntk_condition(model, x, True), _ntk_condition(model, x, False)
+    assert abs(train - evaluation) > 1e-3 * train  # the mode matters on this network
+    assert zcproxy.score(model, "tenas_ntk", inputs=x) == pytest.approx(train, rel=1e-6)
+    assert zcproxy.score(model, "tenas_ntk", inputs=x, train=False) == pytest.approx(
+        evaluation, rel=1e-6)
+
+
 def test_tenas_ntk_singular_kernel_is_undefined():
     """x2 = 2 x1: the per-sample gradients are parallel, the NTK has rank 1."""
     model = nn.Sequential(linear([[0.3, -1.0]]))

@@ -49,6 +49,41 @@ def test_grad_norm_by_hand():
     assert got == pytest.approx((math.sqrt(20) + LN3 * math.sqrt(10)) / 8, rel=1e-6)
 
 
+def test_snip_by_hand():
+    """two_layer_net on X2, Y2, the gradients of test_plain_by_hand: |W2 ⊙ ∂L/∂W2| =
+    ln3·(1/8 + 3/8) on the diagonal, |W1 ⊙ ∂L/∂W1| = ln3·(1/8 + 3/8); SNIP = ln3 = 1.098612,
+    where plain (the signed sum) is ln3/2."""
+    got = zcproxy.score(two_layer_net(), "snip", inputs=X2, targets=Y2)
+    assert got == pytest.approx(LN3, rel=1e-6)
+    assert LN3 == pytest.approx(1.098612, abs=1e-6)
+
+
+def _corr(a, b):
+    """Pearson correlation of two equal-length lists, in plain Python."""
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    num = sum((u - ma) * (v - mb) for u, v in zip(a, b))
+    return num / math.sqrt(sum((u - ma) ** 2 for u in a) * sum((v - mb) ** 2 for v in b))
+
+
+def test_jacob_cov_by_hand():
+    """Linear(4 -> 4, I) -> ReLU -> Linear(4 -> 1, w = (1, 2, 3, 4)), no biases: the Jacobian of
+    image x is J = w ⊙ [x > 0], so x1 = (1, 1, −1, −1), x2 = (1, −1, 1, −1),
+    x3 = (−1, 1, 1, 1) give J1 = (1, 2, 0, 0), J2 = (1, 0, 3, 0), J3 = (0, 2, 3, 4).  C is
+    their correlation matrix (computed below in plain Python); with its eigenvalues λ,
+    jacob_cov = −Σ [log(λ + k) + 1/(λ + k)], k = 1e-5 (SamsungLabs' eval_score)."""
+    import numpy as np
+    net = nn.Sequential(linear(torch.eye(4).tolist()), nn.ReLU(), linear([[1.0, 2.0, 3.0, 4.0]]))
+    x = torch.tensor([[1.0, 1, -1, -1], [1, -1, 1, -1], [-1, 1, 1, 1]])
+    jac = [[1, 2, 0, 0], [1, 0, 3, 0], [0, 2, 3, 4]]
+    corr = np.array([[_corr(a, b) for b in jac] for a in jac])
+    lam = np.linalg.eigvalsh(corr)
+    expected = float(-np.sum(np.log(lam + K) + 1.0 / (lam + K)))
+    got = zcproxy.score(net, "jacob_cov", inputs=x, targets=torch.zeros(3, dtype=torch.long))
+    assert got == pytest.approx(expected, rel=1e-6)
+    # one entry by hand: deviations (.25, 1.25, −.75, −.75) and (0, −1, 2, −1)
+    assert corr[0, 1] == pytest.approx(-2 / math.sqrt(2.75 * 6), rel=1e-12)
+
+
 def test_grad_norm_zennas_recipe_by_hand():
     """The AZ-NAS / VKDNW recipe on one Linear(2 -> 3) layer: He-normal weights (fan-in 2, so
     W = the standard-normal draws themselves), bias 0, then B = 5 Gaussian inputs and random
@@ -92,15 +127,20 @@ def test_fisher_by_hand():
                                    nn.ConvTranspose2d(4, 6, 3, groups=2)],
                          ids=["conv", "transposed"])
 def test_fisher_broadcasts_to_one_output_channels_weights(layer):
-    """With one weight layer, per_weight multiplies Σ_k F_k by the weights of one output
-    channel: c_in/groups · k² = 2 · 9 = 18, for a convolution and its transpose alike (the
+    """Fisher on a convolution and its transpose, by its formula; with one weight layer,
+    per_weight multiplies Σ_k F_k by the weights of one output channel: c_in/groups · k² = 2 · 9 = 18, for a convolution and its transpose alike (the
     transpose's weight is (c_in, c_out/groups, k, k): its shape[1:] would count 27)."""
     torch.manual_seed(0)
     net = nn.Sequential(layer, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randn(8, 4, 5, 5, generator=torch.Generator().manual_seed(1))
     y = torch.arange(8) % 6
     per_channel = zcproxy.score(net, "fisher", inputs=x, targets=y, per_weight=False)
-    assert per_channel > 0
+    # Σ_k F_k written out: z the layer's output, g_nk = Σ_positions z·∂L/∂z, F_k = ½ mean_n g².
+    z = layer(x)
+    loss = nn.functional.cross_entropy(z.mean(dim=(2, 3)), y)
+    (dz,) = torch.autograd.grad(loss, z)
+    g = (z * dz).sum(dim=(2, 3)).detach().double()
+    assert per_channel == pytest.approx(float(0.5 * g.pow(2).mean(0).sum()), rel=1e-5)
     assert zcproxy.score(net, "fisher", inputs=x, targets=y) == pytest.approx(18 * per_channel,
                                                                                 rel=1e-12)
 

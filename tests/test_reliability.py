@@ -260,6 +260,35 @@ def test_one_failing_proxy_never_marks_the_others_failed(proxy_state, tmp_path):
     assert len(ok) == 2 and (ok["error"] == "").all() and (ok["score"] > 0).all()
 
 
+def test_a_proxy_that_fails_midway_leaves_the_others_scores_bit_for_bit(tmp_path):
+    """A proxy that runs a forward pass, draws from the global random generator and then
+    fails must leave every other proxy's score exactly what it is without it (the seeded ones
+    too: nothing it consumed or cached reaches them)."""
+    @register_proxy("zc_rel_vandal", replace=True, description="test")
+    def vandal(ctx):
+        from zcproxy.surgery import Recipe
+        x, _ = ctx.data()
+        for recipe in (Recipe(), Recipe(train=True)):  # the shared copies others may reuse
+            ctx.forward(ctx.prepared(recipe), x)
+        torch.rand(1000)
+        raise RuntimeError("gave up halfway")
+    try:
+        others = ("naswot", "synflow", "entropic", "grad_norm")
+        alone = run_scoring(ScoringJob(bench="nats-tss", proxies=others), [8274, 1],
+                            tmp_path / "alone.csv", progress=False)
+        beside = run_scoring(ScoringJob(bench="nats-tss", proxies=("zc_rel_vandal",) + others),
+                             [8274, 1], tmp_path / "beside.csv", progress=False)
+    finally:
+        unregister_proxy("zc_rel_vandal")
+    failed = beside[beside["proxy"] == "zc_rel_vandal"]
+    assert len(failed) == 2 and failed["error"].str.contains("gave up halfway").all()
+    key = ["index", "proxy"]
+    kept = beside[beside["proxy"] != "zc_rel_vandal"].sort_values(key).reset_index(drop=True)
+    alone = alone.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[key + ["score", "error"]], alone[key + ["score", "error"]])
+    assert (kept["error"] == "").sum() >= 6  # 8274's NASWOT is -inf in both runs, the rest defined
+
+
 def test_environment_failures_are_retried_and_others_on_request(proxy_state, tmp_path, capsys):
     out = tmp_path / "env"
     proxy_state["mode"] = "oom"
@@ -424,6 +453,37 @@ def test_a_journal_has_one_writer_at_a_time(tmp_path, capsys):
     assert run_cli(out) == 0  # the same command, once the other run has ended
     assert "reusing" in capsys.readouterr().err
     assert (out / "journal.csv").read_bytes() == before["journal.csv"]
+
+
+WRITER = """
+import sys, time
+from zcproxy.journal import Journal
+journal = Journal(sys.argv[1], {"bench": "nats-tss"}, sync_interval=3600.0)
+journal.append([(1, "a", "p", "1", 0.5, 0.1, "")])
+journal.append([(2, "b", "p", "1", 0.25, 0.1, "")])
+print("appended", flush=True)
+time.sleep(600)  # killed here, the journal still open: no close(), no fsync
+"""
+
+
+def test_a_killed_writer_loses_no_appended_row_and_leaves_no_lock(tmp_path):
+    """SIGKILL runs no clean-up: every row appended before the kill is in the file (each
+    append is flushed to the operating system at once, whatever the fsync interval), and the
+    kernel drops the lock with the process, so the next run opens the journal at once."""
+    from zcproxy.journal import Journal
+    path = tmp_path / "journal.csv"
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "appended"
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert list(read_journal(path)[1]["score"]) == [0.5, 0.25]
+    with Journal(path, {"bench": "nats-tss"}) as journal:  # not "being written by another"
+        journal.append([(3, "c", "p", "1", 0.125, 0.1, "")])
+    assert list(read_journal(path)[1]["score"]) == [0.5, 0.25, 0.125]
 
 
 def test_merge_waits_for_a_shard_that_is_still_being_scored(tmp_path, capsys):

@@ -153,4 +153,7 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
 @register_proxy("snip", needs_data=True,
                 description="SNIP: Σ|θ·∂L/∂θ| on a labelled batch (Lee et al. 2019)")
 def snip(ctx: ProxyContext) -> float:
+    """Σ over conv and linear weights of |W ⊙ ∂L/∂W|, from the pass grad_norm shares
+    (SamsungLabs/zero-cost-nas ``foresight/pruners/measures/snip.py``, which differentiates a
+    weight mask at 1: the same number; NASLib's ``snip.py``)."""
     return float(sum((w * g).abs().sum() for w, g in _loss_grads(ctx)))

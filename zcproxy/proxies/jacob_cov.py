@@ -1,6 +1,8 @@
 """jacob_cov (Mellor et al., 2020 preprint of NASWOT): how decorrelated the input Jacobians of
 different images are.  J_i = ∂(Σ f(x_i))/∂x_i; with C the correlation matrix of the J_i and
-λ its eigenvalues, score = −Σ [log(λ + k) + 1/(λ + k)], k = 1e-5.
+λ its eigenvalues, score = −Σ [log(λ + k) + 1/(λ + k)], k = 1e-5.  Source followed:
+SamsungLabs/zero-cost-nas ``foresight/pruners/measures/jacob_cov.py`` (``eval_score``; BatchNorm
+in train mode, ``bn=True``), the version NASLib's ``jacob_cov.py`` and VKDNW's table use.
 
 Undefined (ProxyUndefined, NaN with the reason) when an image's Jacobian is constant: its
 correlation with the others is 0/0.  That happens when the output does not depend on the input

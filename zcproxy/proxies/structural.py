@@ -5,6 +5,10 @@ Score, and on the size space #params alone reaches τ ≈ 0.68; so every correla
 these beside the proxies.  All but ``params`` come from one traced forward pass of a single
 input: an aten-level dispatch mode sees every operation (also functional ones and additions
 inside ``forward``), which is what "longest input → output path" needs.
+
+Sources: no external code; these are zcproxy's own definitions (FLOPs through
+``torch.utils.flop_counter``, the rest counted by the dispatch mode), pinned by hand in
+tests/test_baselines.py.
 """
 from __future__ import annotations
 

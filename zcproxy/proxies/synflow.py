@@ -1,5 +1,9 @@
 """Synflow (Tanaka et al., 2020) and LogSynflow (Cavagnero et al., FreeREA, 2022).
 
+Sources followed: Synflow as in SamsungLabs/zero-cost-nas
+``foresight/pruners/measures/synflow.py`` (NASLib's ``synflow.py`` is the same), LogSynflow
+as in NiccoloCavagnero/FreeREA ``metrics/synflow.py`` (its ``log`` variant).
+
 Both linearise the network (normalisation suppressed, |weights|, float64; float32 on the fast
 path where it holds the numbers, see _weights_and_grads) and back-propagate
 R = Σ f(1) from an all-ones input of batch 1.  Synflow = Σ|θ ⊙ ∂R/∂θ| over conv and linear
