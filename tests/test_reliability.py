@@ -128,6 +128,31 @@ def test_scores_of_another_data_version_or_architecture_are_refused(tmp_path, ca
     assert f"index {index}" in one_line_error(capsys)
 
 
+def test_scores_of_another_image_batch_are_refused_and_nothing_is_touched(tmp_path, capsys):
+    """A data-dependent proxy's scores belong to the CIFAR-10 batch they saw: a rerun on another
+    copy of CIFAR-10 (here every pixel inverted, written in the official pickle format) stops
+    with one line naming the batch, and leaves the folder as it was."""
+    import pickle
+    data = tss_data(tmp_path)
+    source = SHARED_DATA / "cifar10" / "cifar-10-batches-py"
+    copy = data / "cifar10" / "cifar-10-batches-py"
+    copy.mkdir(parents=True)
+    shutil.copy(source / "batches.meta", copy)
+    shutil.copy(source / "test_batch", copy)
+    out = tmp_path / "out"
+    assert run_cli(out, "--data-dir", str(data), proxies="naswot") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with open(source / "test_batch", "rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    batch[b"data"] = 255 - batch[b"data"]
+    with open(copy / "test_batch", "wb") as fh:
+        pickle.dump(batch, fh)
+    capsys.readouterr()
+    assert run_cli(out, "--data-dir", str(data), proxies="naswot") == 2
+    assert "the real-image batch differs" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def _legacy_journal(path: Path, indices, value: float = 1.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(",".join(LEGACY_COLUMNS) + "\n"

@@ -164,8 +164,10 @@ _SETTINGS_CACHE: dict = {}
 def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
     """(settings record of ``job``, its loaded benchmark): what a journal and run.json record.
 
-    Loads the benchmark table (and, if found, the data batch) to fingerprint them; cached per
-    process for as long as the table's source file is unchanged.
+    Loads the benchmark table (and, if found, the data batch) to fingerprint them.  The
+    table's record is cached per process for as long as its source file is unchanged; the
+    image batch is fingerprinted on every call (its files are read once per version), so a
+    CIFAR-10 copy replaced while a process lives is noticed, not vouched for from a cache.
     """
     from . import __version__
     from .nasbench import get_benchmark
@@ -173,19 +175,17 @@ def run_settings(job: ScoringJob) -> tuple[dict, "object"]:
     key = (job.bench, job.dataset, job.data_dir, job.official_path, job.seed, job.batch_size,
            os.environ.get("ZCPROXY_DATA"))
     cached = _SETTINGS_CACHE.get(key)
-    if cached is not None and cached[0] == _source_stamp(cached[1]) and (
-            cached[2]["inputs_fingerprint"] is not None or not needs_data):
-        bench, record = cached[1], cached[2]
+    if cached is not None and cached[0] == _source_stamp(cached[1]):
+        bench, table_digest = cached[1], cached[2]
     else:
         bench = get_benchmark(job.bench, data_dir=job.data_dir, official_path=job.official_path)
-        table = bench.table(job.dataset)
-        inputs_fingerprint, inputs_source = _inputs_fingerprint(job, needs_data, bench)
-        record = {"data_fingerprint": table_fingerprint(table),
-                  "inputs_fingerprint": inputs_fingerprint,
-                  "data_source": str(getattr(bench, "source", "") or "")}
-        if inputs_source not in (None, job.dataset):  # said out loud, and recorded
-            record["inputs_source"] = inputs_source
-        _SETTINGS_CACHE[key] = (_source_stamp(bench), bench, record)
+        table_digest = table_fingerprint(bench.table(job.dataset))
+        _SETTINGS_CACHE[key] = (_source_stamp(bench), bench, table_digest)
+    inputs_fingerprint, inputs_source = _inputs_fingerprint(job, needs_data, bench)
+    record = {"data_fingerprint": table_digest, "inputs_fingerprint": inputs_fingerprint,
+              "data_source": str(getattr(bench, "source", "") or "")}
+    if inputs_source not in (None, job.dataset):  # said out loud, and recorded
+        record["inputs_source"] = inputs_source
     settings = {"bench": job.bench, "dataset": job.dataset, "seed": job.seed,
                 "batch_size": job.batch_size, "proxy_options": dict(job.proxy_options),
                 "official_path": job.official_path, **record,

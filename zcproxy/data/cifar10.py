@@ -40,8 +40,26 @@ def locate(root: str | os.PathLike | None = None) -> Path:
     return path
 
 
-@lru_cache(maxsize=4)
+def file_stamps(folder: Path, names: tuple[str, ...] | list[str]) -> tuple:
+    """(name, size, modification time) of each file that exists: the version of the files a
+    cached read came from, so a file replaced in a long-lived process (a notebook) is read
+    again instead of served from the cache."""
+    stamps = []
+    for name in names:
+        try:
+            st = os.stat(Path(folder) / name)
+        except OSError:
+            continue
+        stamps.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
 def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    return _read_split_version(folder, split, file_stamps(folder, SPLITS.get(split, ())))
+
+
+@lru_cache(maxsize=4)
+def _read_split_version(folder: Path, split: str, stamps: tuple) -> tuple[np.ndarray, np.ndarray]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, not {split!r}")
     images, labels = [], []

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..paths import find_in_data_dir
-from .cifar10 import Cifar10Missing, cifar10_batch
+from .cifar10 import Cifar10Missing, cifar10_batch, file_stamps
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,16 @@ def locate(dataset: str, root: str | os.PathLike | None = None) -> Path | None:
     return path
 
 
-@lru_cache(maxsize=4)
 def read_split(dataset: str, folder: Path, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, C, H, W)`` uint8 and 0-based int64 labels of one split, checked."""
+    """Images ``(N, C, H, W)`` uint8 and 0-based int64 labels of one split, checked (read once
+    per version of its files)."""
+    names = IMAGE_SETS[dataset].files.get(split, ()) if dataset in IMAGE_SETS else ()
+    return _read_split_version(dataset, Path(folder), split, file_stamps(Path(folder), names))
+
+
+@lru_cache(maxsize=4)
+def _read_split_version(dataset: str, folder: Path, split: str, stamps: tuple
+                        ) -> tuple[np.ndarray, np.ndarray]:
     spec = IMAGE_SETS[dataset]
     if split not in spec.files:
         raise ValueError(f"split must be one of {sorted(spec.files)}, not {split!r}")
