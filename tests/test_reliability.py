@@ -407,6 +407,23 @@ def test_a_table_cut_at_a_row_boundary_is_refused_by_readers(tmp_path):
         analysis.load_scores("nats-tss", root=tmp_path)
 
 
+def test_verify_and_the_leaderboard_refuse_a_cut_table_in_one_line(tmp_path, capsys):
+    """The commands that read a folder's scores.csv go through the same check as the
+    notebooks: a table cut short is refused with one line, never compared or ranked."""
+    from zcproxy import leaderboard, verify
+    good, cut = tmp_path / "good", tmp_path / "cut"
+    assert run_cli(good) == 0 and run_cli(cut) == 0
+    path = cut / "scores.csv"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    capsys.readouterr()
+    assert verify.main([str(cut), str(good), "--proxies", "n_params"]) == 2
+    assert "recorded" in one_line_error(capsys)
+    assert leaderboard.main(["--bench", "nats-tss", "--run", str(cut), "--bootstrap", "0",
+                             "--out", str(tmp_path / "lb")]) == 2
+    assert "recorded" in one_line_error(capsys)
+    assert not (tmp_path / "lb").exists()
+
+
 def test_a_corrupt_journal_line_is_named_and_leaves_the_tables_alone(tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli(out) == 0
