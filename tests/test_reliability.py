@@ -236,6 +236,20 @@ def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, 
     (foreign / "run.json").unlink()
     assert run_cli(foreign, "--adopt", bench="nats-sss") == 2
     assert "not what their index names" in one_line_error(capsys)
+    # The right architectures, but a scores.csv whose accuracy is not today's table's: the
+    # data changed since those scores, refused and left as it was.
+    edited = tmp_path / "edited"
+    _committed_subset(edited, "nats-tss", 20)
+    (edited / "run.json").unlink()
+    table = pd.read_csv(edited / "scores.csv")
+    table.loc[3, "accuracy"] += 0.5
+    table.to_csv(edited / "scores.csv", index=False)
+    files = lambda: {p.name: p.read_bytes() for p in edited.iterdir()  # noqa: E731
+                     if p.name != ".journal.csv.lock"}  # the lock's empty sidecar stays
+    before = files()
+    assert run_cli(edited, "--adopt") == 2
+    assert "the accuracy" in (error := one_line_error(capsys)) and "differs" in error
+    assert files() == before
 
 
 def test_scores_of_an_older_proxy_definition_are_rescored_not_mixed(tmp_path, capsys):
