@@ -230,6 +230,7 @@ def test_adopt_converts_a_committed_folder_after_checking_every_index(tmp_path, 
     assert not np.allclose(committed["entropic_abs"], rewritten["entropic"])  # 0.1's reading
     np.testing.assert_allclose(rewritten["entropic"], committed["entropic"], rtol=1e-12)
     assert "entropic_mean" not in rewritten  # old definition, not asked for: left out
+    assert "of entropic_mean; --proxies entropic_mean rescores them" in said  # and said so
     # The same files dropped into a size-space folder: every arch disagrees, refused.
     foreign = tmp_path / "sss"
     _committed_subset(foreign, "nats-tss", 20)
