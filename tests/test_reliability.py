@@ -329,6 +329,25 @@ def test_a_proxy_that_fails_midway_leaves_the_others_scores_bit_for_bit(tmp_path
     assert (kept["error"] == "").sum() >= 6  # 8274's NASWOT is -inf in both runs, the rest defined
 
 
+@pytest.mark.parametrize("err,machine", [
+    (MemoryError(), True),
+    (OSError(28, "No space left on device"), True),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                  "memory: you tried to allocate 1073741824 bytes"), True),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (ValueError("bad cell"), False),
+    (np.linalg.LinAlgError("eigh did not converge"), False),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x10 and 20x5)"), False),
+], ids=["host-oom", "disk-full", "cpu-allocator", "cuda-error", "cuda-oom", "value",
+        "linalg", "shape"])
+def test_what_counts_as_the_machines_failure(err, machine):
+    """Failures of the machine (memory, disk, device) are journaled as ``environment:`` and
+    retried by the next run; an architecture's own failure is recorded for good."""
+    from zcproxy.runner import describe_failure
+    assert describe_failure(err).startswith("environment: ") is machine
+
+
 def test_environment_failures_are_retried_and_others_on_request(proxy_state, tmp_path, capsys):
     out = tmp_path / "env"
     proxy_state["mode"] = "oom"
