@@ -531,7 +531,7 @@ def test_a_journal_has_one_writer_at_a_time(tmp_path, capsys):
     assert (out / "journal.csv").read_bytes() == before["journal.csv"]
 
 
-WRITER = """
+JOURNAL_WRITER = """
 import sys, time
 from zcproxy.journal import Journal
 journal = Journal(sys.argv[1], {"bench": "nats-tss"}, sync_interval=3600.0)
@@ -548,8 +548,8 @@ def test_a_killed_writer_loses_no_appended_row_and_leaves_no_lock(tmp_path):
     kernel drops the lock with the process, so the next run opens the journal at once."""
     from zcproxy.journal import Journal
     path = tmp_path / "journal.csv"
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([sys.executable, "-c", JOURNAL_WRITER, str(path)],
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "appended"
     finally:
