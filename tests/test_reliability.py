@@ -153,6 +153,22 @@ def test_scores_of_another_image_batch_are_refused_and_nothing_is_touched(tmp_pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.parametrize("folder", sorted(p.name for p in COMMITTED.iterdir()
+                                            if (p / "journal.csv").is_file()))
+def test_committed_journals_carry_the_settings_of_todays_data(folder):
+    """"Run the same command again and nothing is rescored" holds for the committed folders
+    only while their journals' settings (benchmark table and image batch fingerprints, seed,
+    batch, options, arithmetic) are what this checkout computes from the data folder today."""
+    from zcproxy.runner import run_settings, settings_differences
+    recorded, frame = read_journal(COMMITTED / folder / "journal.csv")
+    job = ScoringJob(bench=recorded["bench"], proxies=tuple(sorted(set(frame["proxy"]))),
+                     dataset=recorded.get("dataset", "cifar10"), seed=recorded["seed"],
+                     batch_size=recorded["batch_size"],
+                     proxy_options=recorded.get("proxy_options") or {},
+                     exact=recorded.get("arithmetic", "exact") == "exact")
+    assert settings_differences(recorded, run_settings(job)[0]) == []
+
+
 def _legacy_journal(path: Path, indices, value: float = 1.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(",".join(LEGACY_COLUMNS) + "\n"
