@@ -218,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--proxies", default="naswot,logsynflow,entropic",
                    help="comma-separated proxies (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
-                   help="run seed: each architecture's weights and the CIFAR-10 batch derive from it, as in "
-                        "zcproxy's runner (default: %(default)s)")
+                   help="run seed: each architecture's weights and the CIFAR-10 batch derive "
+                        "from it, as in zcproxy's runner (default: %(default)s)")
     args = p.parse_args(argv)
     scorer = ReferenceScorer(args.bench, seed=args.seed)
     for index in args.index:

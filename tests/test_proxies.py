@@ -77,7 +77,7 @@ def test_entropic_signed_reading_by_hand():
     signed = zcproxy.score(model, "entropic", **kw)
     assert signed == pytest.approx((entropy(0.25) + entropy(1.0)) / 4, rel=1e-6)
     # Averaged over the two layers instead of summed: the second layer's 0 halves it; with
-    # |weights| both layers hold 2·(e(1) + e(.5))/4, so the mean is one of them.
+    # |weights| each layer holds (e(1) + e(.5))/4 (their sum is above), so the mean is one.
     assert zcproxy.score(model, "entropic_mean", **kw) == pytest.approx(
         (entropy(0.25) + entropy(1.0)) / 8, rel=1e-6)
     assert zcproxy.score(model, "entropic_abs_mean", **kw) == pytest.approx(

@@ -128,8 +128,9 @@ def test_fisher_by_hand():
                          ids=["conv", "transposed"])
 def test_fisher_broadcasts_to_one_output_channels_weights(layer):
     """Fisher on a convolution and its transpose, by its formula; with one weight layer,
-    per_weight multiplies Σ_k F_k by the weights of one output channel: c_in/groups · k² = 2 · 9 = 18, for a convolution and its transpose alike (the
-    transpose's weight is (c_in, c_out/groups, k, k): its shape[1:] would count 27)."""
+    per_weight multiplies Σ_k F_k by the weights of one output channel: c_in/groups · k² =
+    2 · 9 = 18, for a convolution and its transpose alike (the transpose's weight is
+    (c_in, c_out/groups, k, k): its shape[1:] would count 27)."""
     torch.manual_seed(0)
     net = nn.Sequential(layer, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randn(8, 4, 5, 5, generator=torch.Generator().manual_seed(1))

@@ -27,9 +27,14 @@ from .runner import STOPS_THE_RUN, Row, ScoringJob, Task, Worker
 def serves(started: ScoringJob, job: ScoringJob) -> bool:
     """Whether workers set up for ``started`` can score ``job``: the same settings and a subset
     of its proxies (a worker scores whichever of its proxies a task asks for), so one pool can
-    serve runs of several proxy sets without reloading anything."""
+    serve runs of several proxy sets without reloading anything.  Workers that checked their
+    images against one batch fingerprint never serve a run that found another (the files
+    changed since they loaded theirs); a fingerprint not given on either side is no check."""
+    fingerprints = (started.inputs_fingerprint, job.inputs_fingerprint)
     return (set(job.proxies) <= set(started.proxies)
-            and dataclasses.replace(job, proxies=started.proxies) == started)
+            and (None in fingerprints or fingerprints[0] == fingerprints[1])
+            and dataclasses.replace(job, proxies=started.proxies,
+                                    inputs_fingerprint=started.inputs_fingerprint) == started)
 
 
 class Executor(abc.ABC):

@@ -258,7 +258,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument("--labels", nargs="+", metavar="NAME",
                         help="one label per scores file (default: the name of its folder)")
-    parser.add_argument("--target", default="accuracy", help="column holding the trained accuracy (default: %(default)s)")
+    parser.add_argument("--target", default="accuracy",
+                        help="column holding the trained accuracy (default: %(default)s)")
     parser.add_argument("--proxies", nargs="+", metavar="NAME",
                         help="proxy columns to plot (default: every numeric column that is not "
                              "metadata or timing; name 'params' here to plot it as a baseline)")
@@ -271,7 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--higher-is-better", nargs="+", default=[], metavar="NAME",
                         help="proxies to treat as higher-is-better whatever the registry says")
     parser.add_argument("--method", choices=("spearman", "kendall"), default="spearman",
-                        help="rank correlation for the proxy-vs-proxy heatmap (default: %(default)s)")
+                        help="rank correlation for the proxy-vs-proxy heatmap "
+                             "(default: %(default)s)")
     parser.add_argument("--kind", choices=("auto", "scatter", "hexbin"), default="auto",
                         help=f"rank plot style; auto = hexbin above {HEXBIN_THRESHOLD} points "
                              "(default: %(default)s)")
@@ -306,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"labels must be distinct, got {labels}; pass --labels")
     try:
         frames = {label: read_score_csv(p, args.proxies) for label, p in zip(labels, paths)}
-    except ValueError as err:  # a correlate table cut short, edited or of an old definition
+    except (ValueError, OSError) as err:  # cut short, edited, an old definition, unreadable
         parser.error(str(err))
     for label, df in frames.items():
         if args.target not in df.columns:

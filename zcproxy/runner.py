@@ -59,6 +59,10 @@ class ScoringJob:
     tune_malloc: bool = True
     # True: bit-exact arithmetic; False: the fast path (channels-last), rank-faithful (issue 16).
     exact: bool = True
+    # The image batch's fingerprint as run_scoring found it in the data folder (None: not
+    # checked).  A worker whose own batch differs (a Ray node with another CIFAR-10 copy, files
+    # replaced since a pool was started) records an environment failure instead of scoring.
+    inputs_fingerprint: str | None = None
 
     def arch_seed(self, index: int) -> int:
         return (self.seed * 1_000_003 + index) % (2 ** 63)
@@ -153,9 +157,14 @@ def _inputs_fingerprint(job: ScoringJob, required: bool, bench=None
         if required:
             raise
         return None, None
+    return batch_fingerprint(x, y), source
+
+
+def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of a CPU image batch and its labels: what a settings record calls the batch."""
     digest = hashlib.sha256(x.contiguous().numpy().tobytes())
     digest.update(y.numpy().astype("<i8").tobytes())
-    return "sha256:" + digest.hexdigest(), source
+    return "sha256:" + digest.hexdigest()
 
 
 _SETTINGS_CACHE: dict = {}
@@ -209,7 +218,7 @@ def _source_stamp(bench) -> tuple | None:
         st = os.stat(source) if source else None
     except OSError:
         return None
-    return (str(source), st.st_size, st.st_mtime_ns) if st else None
+    return (str(source), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) if st else None
 
 
 def settings_differences(recorded: dict, current: dict) -> list[str]:
@@ -412,9 +421,16 @@ class Worker:
         self.inputs = self.targets = None
         # Only proxies that read images under their options need the batch: a run of
         # grad_norm recipe=zennas alone works without any image folder.
+        self.refusal = None  # set when this worker's images are not the run's
         if any(p.reads_images(options) for p, options in self.proxies):
             self.inputs, self.targets, self.inputs_source = job_batch(job, self.bench,
                                                                       job.device)
+            expected = getattr(job, "inputs_fingerprint", None)
+            mine = batch_fingerprint(*job_batch(job, self.bench)[:2]) if expected else None
+            if mine != expected:
+                self.refusal = (f"{ENVIRONMENT}this worker's image batch ({mine[:19]}...) is not "
+                                f"the run's ({expected[:19]}...): another data folder, or image "
+                                "files replaced since the run began")
         if job.tune_malloc:  # after loading: the loaders' big temporaries go back to the OS
             tune_allocator()
 
@@ -422,6 +438,9 @@ class Worker:
         """One row per proxy wanted.  Each proxy is scored on its own: one that raises is
         recorded with its error and never marks the others failed."""
         index, arch, wanted = task
+        if self.refusal is not None:
+            return [(index, arch, p, self.versions.get(p, ""), math.nan, 0.0, self.refusal)
+                    for p in wanted]
         mine = str(self.arches[index]) if 0 <= index < len(self.arches) else None
         if mine != arch:  # e.g. a Ray node or a spawned worker reading another data folder
             return [(index, arch, p, self.versions.get(p, ""), math.nan, 0.0,
@@ -557,6 +576,8 @@ def run_scoring(job: ScoringJob, indices: Sequence[int], journal_path: str | os.
     """
     from .executors import make_executor
     settings, bench = run_settings(job)
+    # Workers check their own image batch against the one the journal will record.
+    job = replace(job, inputs_fingerprint=settings["inputs_fingerprint"])
     table = bench.table(job.dataset)
     indices = [int(i) for i in indices]
     own = executor is None

@@ -41,16 +41,18 @@ def locate(root: str | os.PathLike | None = None) -> Path:
 
 
 def file_stamps(folder: Path, names: tuple[str, ...] | list[str]) -> tuple:
-    """(name, size, modification time) of each file that exists: the version of the files a
-    cached read came from, so a file replaced in a long-lived process (a notebook) is read
-    again instead of served from the cache."""
+    """(name, size, inode, modification and change times) of each file that exists: the
+    version of the files a cached read came from, so a file replaced in a long-lived process (a
+    notebook) is read again instead of served from the cache.  The inode and the change time
+    tell a replacement apart even when it keeps the size and the modification time (``cp -p``,
+    ``rsync -a``)."""
     stamps = []
     for name in names:
         try:
             st = os.stat(Path(folder) / name)
         except OSError:
             continue
-        stamps.append((name, st.st_size, st.st_mtime_ns))
+        stamps.append((name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(stamps)
 
 

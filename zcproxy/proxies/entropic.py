@@ -1,7 +1,8 @@
 """Entropic Score (the paper's section 3.2): how much information the activations carry.
 
-Source followed: the paper's text (../shared/paper; it cites no public code), its Table 4 as
-the check; every reading the text leaves open is an option below.
+Source followed: the text of the paper that introduced it (the Entropic Score and ESFormers,
+with LogSynflow for size; it cites no public code), with its Table 4 as the check; every
+reading the text leaves open is an option below.
 
 Recipe: suppress normalisation, turn every activation into ReLU, re-initialise, feed uniform
 noise in [-0.5, 0.5], normalise each activation tensor into (0, 1], average the element-wise
