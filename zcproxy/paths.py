@@ -49,3 +49,15 @@ def find_in_data_dir(relative: str, data_dir: str | os.PathLike | None = None) -
         if path.exists():
             return path, tried
     return None, tried
+
+
+def file_version(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """(size, inode, modification time, change time) of a file, None if it cannot be read: what
+    tells a cached read of it from a read of the file as it is now.  The inode and the change
+    time tell a replacement apart even when it keeps the size and the modification time
+    (``cp -p``, ``rsync -a``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)

@@ -35,6 +35,7 @@ from .api import resolve_proxies, score_timed
 from .context import ProxyBatchError, ProxyContext
 from .journal import (ENVIRONMENT, Journal, JournalError, Row, done_pairs, error_kind,
                       journal_in_use, read_journal, write_journal)
+from .paths import file_version
 from .registry import ProxyOptionError, get_proxy, proxy_versions
 
 
@@ -214,11 +215,8 @@ def _reads_images(name: str, options: dict | None) -> bool:
 
 def _source_stamp(bench) -> tuple | None:
     source = getattr(bench, "source", None)
-    try:
-        st = os.stat(source) if source else None
-    except OSError:
-        return None
-    return (str(source), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) if st else None
+    version = file_version(source) if source else None
+    return (str(source), *version) if version else None
 
 
 def settings_differences(recorded: dict, current: dict) -> list[str]:
@@ -423,14 +421,15 @@ class Worker:
         # grad_norm recipe=zennas alone works without any image folder.
         self.refusal = None  # set when this worker's images are not the run's
         if any(p.reads_images(options) for p, options in self.proxies):
-            self.inputs, self.targets, self.inputs_source = job_batch(job, self.bench,
-                                                                      job.device)
-            expected = getattr(job, "inputs_fingerprint", None)
-            mine = batch_fingerprint(*job_batch(job, self.bench)[:2]) if expected else None
+            # Loaded on the CPU (where the batch is made), checked, then moved to the device.
+            x, y, self.inputs_source = job_batch(job, self.bench)
+            expected = job.inputs_fingerprint
+            mine = batch_fingerprint(x, y) if expected else None
             if mine != expected:
                 self.refusal = (f"{ENVIRONMENT}this worker's image batch ({mine[:19]}...) is not "
                                 f"the run's ({expected[:19]}...): another data folder, or image "
                                 "files replaced since the run began")
+            self.inputs, self.targets = x.to(job.device), y.to(job.device)
         if job.tune_malloc:  # after loading: the loaders' big temporaries go back to the OS
             tune_allocator()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..paths import find_in_data_dir
+from ..paths import file_version, find_in_data_dir
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -41,19 +41,18 @@ def locate(root: str | os.PathLike | None = None) -> Path:
 
 
 def file_stamps(folder: Path, names: tuple[str, ...] | list[str]) -> tuple:
-    """(name, size, inode, modification and change times) of each file that exists: the
-    version of the files a cached read came from, so a file replaced in a long-lived process (a
-    notebook) is read again instead of served from the cache.  The inode and the change time
-    tell a replacement apart even when it keeps the size and the modification time (``cp -p``,
-    ``rsync -a``)."""
-    stamps = []
-    for name in names:
-        try:
-            st = os.stat(Path(folder) / name)
-        except OSError:
-            continue
-        stamps.append((name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(stamps)
+    """(name, :func:`zcproxy.paths.file_version`) of each file: the version of the files a
+    cached read came from, so a file replaced in a long-lived process (a notebook) is read
+    again instead of served from the cache."""
+    return tuple((name, file_version(Path(folder) / name)) for name in names)
+
+
+def standardise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+                ) -> torch.Tensor:
+    """uint8 images ``(N, C, H, W)`` as floats: pixels in [0, 1], then per channel
+    ``(x - mean) / std``.  Element-wise, so a subset gives the same values as the whole."""
+    x = torch.from_numpy(images).float().div_(255.0)
+    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
 def _read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +90,8 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "test",
     ``normalize`` maps pixels to [0, 1] then standardises with the usual CIFAR-10 statistics.
     """
     images, labels = _read_split(locate(root), split)
-    x = torch.from_numpy(images).float().div_(255.0)
-    if normalize:
-        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-        x = (x - mean) / std
+    x = (standardise(images, CIFAR10_MEAN, CIFAR10_STD) if normalize
+         else torch.from_numpy(images).float().div_(255.0))
     return x, torch.from_numpy(labels)
 
 
@@ -107,5 +103,6 @@ def cifar10_batch(batch_size: int = 64, seed: int = 0, root: str | os.PathLike |
     if not 1 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be in 1..{len(images)}, got {batch_size}")
     idx = np.random.default_rng(seed).choice(len(images), size=batch_size, replace=False)
-    x, y = load_cifar10(root, split)
-    return x[idx].to(device), y[idx].to(device)
+    # Only the chosen images are standardised, not the whole split.
+    x = standardise(images[idx], CIFAR10_MEAN, CIFAR10_STD)
+    return x.to(device), torch.from_numpy(labels[idx]).to(device)

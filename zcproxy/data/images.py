@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..paths import find_in_data_dir
-from .cifar10 import Cifar10Missing, cifar10_batch, file_stamps
+from .cifar10 import Cifar10Missing, cifar10_batch, file_stamps, standardise
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,7 @@ def dataset_batch(dataset: str, batch_size: int = 64, seed: int = 0,
         if not 1 <= batch_size <= len(images):
             raise ValueError(f"batch_size must be in 1..{len(images)}, got {batch_size}")
         idx = np.random.default_rng(seed).choice(len(images), size=batch_size, replace=False)
-        x = torch.from_numpy(images[idx]).float().div_(255.0)
-        x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+        x = standardise(images[idx], spec.mean, spec.std)
         y = torch.from_numpy(labels[idx])
         source = dataset
     if tuple(x.shape[1:]) != shape:
