@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import io
 import json
 import math
@@ -124,11 +125,15 @@ class _Child:
                 self.scorer.batch()
         else:
             from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor
-            from zcproxy.runner import ScoringJob
+            from zcproxy.runner import ScoringJob, run_settings
             workers = int(impl.rsplit("-w", 1)[1])
-            # One job with every proxy: the same workers then serve each proxy set.
-            self.job = ScoringJob(bench=bench, proxies=self.all_proxies, seed=seed, threads=1,
-                                  exact=not is_fast(impl))
+            # One job with every proxy: the same workers then serve each proxy set.  It names
+            # the image batch run_scoring will find, so the workers started here check theirs
+            # against it and serve the timed runs (unchecked workers would be replaced).
+            job = ScoringJob(bench=bench, proxies=self.all_proxies, seed=seed, threads=1,
+                             exact=not is_fast(impl))
+            self.job = dataclasses.replace(
+                job, inputs_fingerprint=run_settings(job)[0]["inputs_fingerprint"])
             self.executor = (InProcessExecutor() if workers == 1
                              else ProcessPoolExecutor(workers, threads=1))
             self.executor.start(self.job)
@@ -152,12 +157,13 @@ class _Child:
         proxies = PROXY_SETS[set_name]
         if self.impl.startswith("baseline"):
             return {str(i): self.scorer.score(i, proxies) for i in indices}
-        import dataclasses
-
         from zcproxy.runner import run_scoring
         job = dataclasses.replace(self.job, proxies=proxies)
         frame = run_scoring(job, indices, self.folder / f"journal-{set_name}-{run}.csv",
                             progress=False, executor=self.executor)
+        if self.pool_pids and list(self.executor._pool._processes) != self.pool_pids:
+            raise RuntimeError(f"{self.impl}: the worker pool was restarted during a timed run "
+                               "(its start-up would be timed, its CPU time not counted)")
         frame = frame[frame["index"].isin(indices)]
         out: dict = {}
         for index, proxy, score, error in frame[["index", "proxy", "score", "error"]].itertuples(

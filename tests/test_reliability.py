@@ -496,6 +496,57 @@ def test_tables_survive_a_kill_or_a_full_disk_mid_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
+SET_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np, pandas as pd
+    from pathlib import Path
+    from zcproxy.correlate import write_outputs
+    out, mark, victim = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    replace = os.replace
+    def replace_or_die(src, dst):  # killed with the whole new file written, before its rename
+        if Path(dst).name == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+    os.replace = replace_or_die
+    n = 200
+    rng = np.random.default_rng(int(mark))  # every table differs between two marks
+    scores = pd.DataFrame({"index": range(n), "arch": [f"arch-{i}" for i in range(n)],
+                           "accuracy": rng.random(n), "n_params": rng.random(n),
+                           "synflow": rng.random(n), "naswot": rng.random(n), "errors": ""})
+    write_outputs(out, scores, ["synflow", "naswot"], "nats-tss", n_boot=0,
+                  settings={"bench": "nats-tss"})
+""")
+TABLE_SET = ("scores.csv", "correlations.csv", "pairwise_spearman.csv", "correlations.md",
+             "run.json")
+
+
+@pytest.mark.parametrize("victim", TABLE_SET)
+def test_a_kill_between_tables_leaves_each_whole_and_the_set_refused_until_rewritten(
+        tmp_path, victim):
+    """Killed while writing any one of a folder's tables, every file is wholly the old or
+    wholly the new one, the one being written is the old one, and a set with a new scores.csv
+    but the old run.json is refused by the readers; the next write makes the set whole."""
+    def write(mark: float, victim: str = "") -> int:
+        return subprocess.run([sys.executable, "-c", SET_WRITER, str(tmp_path), str(mark), victim],
+                              capture_output=True, timeout=300).returncode
+    assert write(0.0) == 0
+    old = {name: (tmp_path / name).read_bytes() for name in TABLE_SET}
+    assert write(1.0, victim) == -signal.SIGKILL
+    now = {name: (tmp_path / name).read_bytes() for name in TABLE_SET}
+    assert now[victim] == old[victim]
+    changed = [name for name in TABLE_SET if now[name] != old[name]]
+    assert changed == list(TABLE_SET[:TABLE_SET.index(victim)])  # written in order, whole
+    if victim == "scores.csv":
+        assert len(analysis.read_scores(tmp_path)) == 200  # untouched set: still whole
+    else:
+        with pytest.raises(analysis.IncompleteTable, match="rerun the correlate command"):
+            analysis.read_scores(tmp_path)
+    assert write(1.0) == 0
+    assert analysis.read_scores(tmp_path) is not None
+    assert all((tmp_path / name).read_bytes() != old[name] for name in TABLE_SET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(TABLE_SET)  # no debris left
+
+
 def test_a_table_cut_at_a_row_boundary_is_refused_by_readers(tmp_path):
     folder = tmp_path / "nats-tss"
     assert run_cli(folder) == 0
@@ -603,6 +654,26 @@ def test_a_journal_has_one_writer_at_a_time(tmp_path, capsys):
     assert run_cli(out) == 0  # the same command, once the other run has ended
     assert "reusing" in capsys.readouterr().err
     assert (out / "journal.csv").read_bytes() == before["journal.csv"]
+
+
+def test_the_lock_outlives_its_journal_being_replaced_by_a_rename(tmp_path):
+    """The holder of a journal replaces it whole by a rename (``--fresh``, a merge, a
+    conversion): a lock on the file itself would stay on the old inode and let a second writer
+    lock the new one.  The lock sits on a sidecar that is never renamed, so the second writer
+    is still refused, and gets the journal once the holder ends."""
+    from zcproxy.atomic import FileInUse
+    from zcproxy.journal import Journal, write_journal
+    path = tmp_path / "journal.csv"
+    write_journal(path, {"bench": "nats-tss"}, [(1, "a", "p", "1", 0.5, 0.1, "")])
+    with HeldJournal(path):
+        inode = path.stat().st_ino
+        write_journal(path, {"bench": "nats-tss"}, [(2, "b", "p", "1", 0.25, 0.1, "")])
+        assert path.stat().st_ino != inode  # really a new file under the old name
+        with pytest.raises(FileInUse, match="being written by another process"):
+            Journal(path, {"bench": "nats-tss"})
+    with Journal(path, {"bench": "nats-tss"}) as journal:
+        journal.append([(3, "c", "p", "1", 0.125, 0.1, "")])
+    assert list(read_journal(path)[1]["score"]) == [0.25, 0.125]
 
 
 JOURNAL_WRITER = """

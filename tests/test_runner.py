@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +27,8 @@ from torch import nn
 
 from zcproxy import correlate
 from zcproxy.cli import UsageError
-from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor, make_executor
-from zcproxy.journal import (SESSION_PREFIX, UNRECORDED_SESSION, Journal, JournalError,
+from zcproxy.executors import InProcessExecutor, ProcessPoolExecutor, make_executor, serves
+from zcproxy.journal import (ENVIRONMENT, SESSION_PREFIX, UNRECORDED_SESSION, Journal, JournalError,
                              read_journal, read_sessions, write_journal)
 from zcproxy.nasbench import get_benchmark
 from zcproxy.registry import available_proxies, unregister_proxy
@@ -57,7 +58,7 @@ def first_call(marker):
 
 @register_proxy("zc_test_probe", needs_forward=False, replace=True,
                 description="sum of the initial weights; logs each finished call")
-def probe(ctx, log="", crash_marker="", hang_marker=""):
+def probe(ctx, log="", crash_marker="", crash_times=1, hang_marker=""):
     value = float(sum(float(p.detach().double().sum()) for p in ctx.model.parameters()))
     # Not an option: options are part of a run's settings, and a resumed run must match them.
     interrupt_after = int(os.environ.get("ZC_TEST_INTERRUPT_AFTER", "-1"))
@@ -65,8 +66,10 @@ def probe(ctx, log="", crash_marker="", hang_marker=""):
         with open(log) as fh:
             if len(fh.read().split()) >= interrupt_after:
                 raise KeyboardInterrupt  # as if the user pressed Ctrl-C here
-    if crash_marker and first_call(crash_marker):
-        os._exit(3)  # takes its process down
+    # The first ``crash_times`` calls of the whole run take their process down.
+    for attempt in range(int(crash_times) if crash_marker else 0):
+        if first_call(crash_marker if attempt == 0 else f"{crash_marker}.{attempt}"):
+            os._exit(3)
     if hang_marker and first_call(hang_marker):
         time.sleep(600)
     if log:
@@ -232,6 +235,46 @@ def test_process_pool_recovers_from_a_dying_worker(plugin, tss, tmp_path):
     assert marker.exists()  # a worker did die
     assert sorted(done["index"]) == sorted(indices[:3]) and (done["error"] == "").all()
     assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])  # each once
+
+
+def test_an_architecture_that_kills_its_worker_every_time_is_journaled_and_retried(
+        plugin, tss, tmp_path):
+    """A worker that dies on every attempt (max_attempts = 3) ends the architecture's retries
+    with an environment failure naming the deaths, without stalling the run or losing the other
+    architectures; the next run scores it again (the usual cause is the machine, not the net)."""
+    _, indices = tss
+    log, marker = tmp_path / "calls.txt", tmp_path / "crashed"
+    job = probe_job(log, crash_marker=str(marker), crash_times=3)
+    with ProcessPoolExecutor(1, threads=1, max_attempts=3) as pool:
+        first = run_scoring(job, indices[:1], tmp_path / "j.csv", progress=False, executor=pool)
+        assert [m.name for m in sorted(tmp_path.glob("crashed*"))] == [
+            "crashed", "crashed.1", "crashed.2"]  # three processes died, no fourth attempt
+        assert len(first) == 1 and math.isnan(first["score"].iloc[0])
+        error = first["error"].iloc[0]
+        assert error.startswith(ENVIRONMENT) and "died 3 times" in error
+        assert calls(log) == []
+        again = run_scoring(job, indices[:2], tmp_path / "j.csv", progress=False,
+                            executor=pool)
+    assert sorted(again["index"]) == sorted(indices[:2]) and (again["error"] == "").all()
+    assert sorted(calls(log)) == sorted(repr(v) for v in again["score"])  # each scored once
+
+
+def test_a_pool_started_without_an_image_check_does_not_serve_a_checked_run(tmp_path):
+    """A pool pre-started (``executor.start(job)``, as the speed benchmark does) for a job that
+    names no image fingerprint loaded its batch unchecked; a run that found one must not reuse
+    it, or the workers' images would never be compared with the journal's."""
+    job = ScoringJob(bench="nats-tss", proxies=("naswot",))
+    checked = replace(job, inputs_fingerprint="sha256:" + "a" * 64)
+    assert serves(job, job) and serves(checked, checked)
+    assert not serves(job, checked)  # unchecked workers, checked run: start afresh
+    assert serves(checked, job)  # a run that found no batch asks for no check
+    assert not serves(checked, replace(job, inputs_fingerprint="sha256:" + "b" * 64))
+    assert serves(replace(checked, proxies=("naswot", "zico")), checked)  # a subset of proxies
+    pool = InProcessExecutor()
+    pool.start(job)
+    unchecked = pool._worker
+    pool.start(checked)
+    assert pool._worker is not unchecked and pool._worker.job.inputs_fingerprint is not None
 
 
 def interrupt_once_written(marker: Path) -> None:

@@ -29,10 +29,10 @@ def serves(started: ScoringJob, job: ScoringJob) -> bool:
     of its proxies (a worker scores whichever of its proxies a task asks for), so one pool can
     serve runs of several proxy sets without reloading anything.  Workers that checked their
     images against one batch fingerprint never serve a run that found another (the files
-    changed since they loaded theirs); a fingerprint not given on either side is no check."""
-    fingerprints = (started.inputs_fingerprint, job.inputs_fingerprint)
+    changed since they loaded theirs), and workers that checked none (started for a job without
+    a fingerprint) never serve a run that has one; a run without one asks for no check."""
     return (set(job.proxies) <= set(started.proxies)
-            and (None in fingerprints or fingerprints[0] == fingerprints[1])
+            and job.inputs_fingerprint in (None, started.inputs_fingerprint)
             and dataclasses.replace(job, proxies=started.proxies,
                                     inputs_fingerprint=started.inputs_fingerprint) == started)
 
