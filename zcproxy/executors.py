@@ -42,7 +42,9 @@ class Executor(abc.ABC):
 
     def start(self, job: ScoringJob) -> None:
         """Get workers ready for ``job`` (load data, spawn, connect) before any timing starts;
-        optional, ``run`` starts them itself."""
+        optional, ``run`` starts them itself.  Give ``job`` the image fingerprint run_scoring
+        will find (``inputs_fingerprint=run_settings(job)[0]["inputs_fingerprint"]``): workers
+        started without one checked nothing and are replaced by a run that has one."""
 
     @abc.abstractmethod
     def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
@@ -174,8 +176,11 @@ class ProcessPoolExecutor(Executor):
     cores, each process is bound to its own cores, so the OS does not move a worker away from
     its warm caches (+1.5 % in one 300-arch measurement on 2 cores, within run-to-run noise).
     If a process dies (killed, out of memory, a crash in native code) the pool is rebuilt and
-    the architectures it had in flight are re-submitted; one that takes a process down
-    ``max_attempts`` times is recorded as failed.
+    the architectures it had in flight are re-submitted, each alone: the pool cannot say which
+    of them took it down, so only a death while an architecture is the only one in flight
+    counts against it, and one that takes a process down ``max_attempts`` times alone is
+    recorded as failed (an environment failure, retried by the next run).  Charging every
+    architecture in flight would record innocent neighbours as killers.
     """
 
     def __init__(self, workers: int, *, threads: int | None = None, max_attempts: int = 3,
@@ -229,12 +234,20 @@ class ProcessPoolExecutor(Executor):
     def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
         self.start(job)
         queue = deque((task, 0) for task in tasks)
+        # In flight when the pool died: each runs alone until it finishes or dies alone.
+        suspects: deque[tuple[Task, int]] = deque()
         in_flight: dict[cf.Future, tuple[Task, int]] = {}
         window = 2 * self.workers
-        while queue or in_flight:
-            while queue and len(in_flight) < window:
-                task, attempt = queue.popleft()
-                in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+        while queue or suspects or in_flight:
+            if suspects:
+                if not in_flight:
+                    task, attempt = suspects.popleft()
+                    in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+            else:
+                while queue and len(in_flight) < window:
+                    task, attempt = queue.popleft()
+                    in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+            alone = len(in_flight) == 1
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             broken = False
             for future in done:
@@ -243,17 +256,19 @@ class ProcessPoolExecutor(Executor):
                     yield future.result()
                 except cf.process.BrokenProcessPool:
                     broken = True
-                    if attempt + 1 >= self.max_attempts:
+                    if not alone:
+                        suspects.append((task, attempt))
+                    elif attempt + 1 >= self.max_attempts:
                         yield _died_rows(task, attempt + 1)
                     else:
-                        queue.appendleft((task, attempt + 1))
+                        suspects.appendleft((task, attempt + 1))
             if broken:
-                # Every task still in the dead pool fails too; give them back to the queue.
+                # Every task still in the dead pool fails too: each is a suspect.
                 for future, (task, attempt) in list(in_flight.items()):
                     try:
                         yield future.result()
                     except cf.process.BrokenProcessPool:
-                        queue.appendleft((task, attempt))
+                        suspects.append((task, attempt))
                 in_flight.clear()
                 job_now = self._job
                 self.close()
