@@ -161,9 +161,10 @@ class _Child:
         job = dataclasses.replace(self.job, proxies=proxies)
         frame = run_scoring(job, indices, self.folder / f"journal-{set_name}-{run}.csv",
                             progress=False, executor=self.executor)
-        if self.pool_pids and list(self.executor._pool._processes) != self.pool_pids:
-            raise RuntimeError(f"{self.impl}: the worker pool was restarted during a timed run "
-                               "(its start-up would be timed, its CPU time not counted)")
+        if self.executor.starts != 1:
+            raise RuntimeError(f"{self.impl}: the workers were set up again during a timed run "
+                               "(their start-up would be timed, a new pool's CPU time not "
+                               "counted)")
         frame = frame[frame["index"].isin(indices)]
         out: dict = {}
         for index, proxy, score, error in frame[["index", "proxy", "score", "error"]].itertuples(

@@ -280,9 +280,11 @@ def test_a_pool_started_without_an_image_check_does_not_serve_a_checked_run(tmp_
     assert serves(replace(checked, proxies=("naswot", "zico")), checked)  # a subset of proxies
     pool = InProcessExecutor()
     pool.start(job)
+    pool.start(job)
     unchecked = pool._worker
+    assert pool.starts == 1  # the same job: the same worker
     pool.start(checked)
-    assert pool._worker is not unchecked
+    assert pool._worker is not unchecked and pool.starts == 2
     assert pool._worker.refusal is not None  # it compared its images (with a made-up digest)
 
 

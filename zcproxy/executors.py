@@ -40,6 +40,10 @@ def serves(started: ScoringJob, job: ScoringJob) -> bool:
 class Executor(abc.ABC):
     """Runs scoring tasks for a job and yields each architecture's rows as they finish."""
 
+    # How many times workers were set up (loaded, spawned, connected): a timing harness checks
+    # that none was set up again inside a timed run.
+    starts: int = 0
+
     def start(self, job: ScoringJob) -> None:
         """Get workers ready for ``job`` (load data, spawn, connect) before any timing starts;
         optional, ``run`` starts them itself.  Give ``job`` the image fingerprint run_scoring
@@ -84,6 +88,7 @@ class InProcessExecutor(Executor):
     def start(self, job: ScoringJob) -> None:
         if self._worker is None or not serves(self._worker.job, job):
             self._worker = Worker(job)
+            self.starts += 1
 
     def run(self, job: ScoringJob, tasks: Sequence[Task]) -> Iterator[list[Row]]:
         self.start(job)
@@ -220,6 +225,7 @@ class ProcessPoolExecutor(Executor):
                                             initializer=_init_pool_worker,
                                             initargs=(job, ready, cores))
         self._job = job
+        self.starts += 1
         # Processes are spawned on demand: one no-op task each makes all of them start, and
         # the barrier returns once every one has loaded the benchmark and the data.
         pings = [self._pool.submit(os.getpid) for _ in range(self.workers)]
@@ -353,6 +359,7 @@ class RayExecutor(Executor):
             ray.init(address=self.address, **self.init_options)
             self._owns_ray = True
         self._ray = ray
+        self.starts += 1
         self._remote = ray.remote(_ray_score_chunk).options(
             num_cpus=self.cpus_per_task, max_retries=self.max_retries)
 
