@@ -1,6 +1,7 @@
 """Issue 14 part 2: ZiCo, MeCo, SWAP, AZ-NAS's components and TE-NAS's indicators, each pinned
 to a value computed by hand on a network of one or two layers, plus determinism, the
 degenerate NAS-Bench-201 cell and the caller's model left alone."""
+import copy
 import math
 
 import numpy as np
@@ -652,6 +653,64 @@ def test_tenas_lr_says_why_a_network_cannot_be_narrowed_and_what_to_do():
 def batch(n=16, size=16):
     gen = torch.Generator().manual_seed(3)
     return torch.randn(n, 3, size, size, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("proxy", ["zico", "meco", "swap", "swap_reg", "az_expressivity",
+                                   "az_progressivity", "az_trainability"])
+def test_bn_mode_is_an_option_and_defaults_to_the_official_train_mode(proxy):
+    """Every official recipe here runs BatchNorm on batch statistics; ``train=False`` gives the
+    running statistics instead, and the caller's own mode decides nothing."""
+    model = small_cnn().eval()
+    x, y = batch()
+    kw = dict(inputs=x, targets=y)
+    default = zcproxy.score(model, proxy, **kw)
+    assert default == zcproxy.score(model, proxy, train=True, **kw)
+    assert default == zcproxy.score(small_cnn().train(), proxy, **kw)
+    assert default != zcproxy.score(model, proxy, train=False, **kw)
+
+
+def test_az_default_recipe_written_out():
+    """The default recipe by hand: conv/linear weights ~ N(0, 2 / fan_in) drawn in module order
+    from a generator seeded with the context's seed, biases 0, BatchNorm scales 1 and shifts 0,
+    then 64 N(0, 1) inputs from the same generator; the model's own weights play no part."""
+    model = small_cnn()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(3.0)
+                m.bias.fill_(0.5)
+    seed = 5
+    by_hand = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in by_hand.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2 / fan_in))
+                m.bias.zero_()
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+    x = torch.randn(64, 3, 16, 16, generator=gen)
+    names = ["az_expressivity", "az_progressivity"]  # the ones that draw nothing more
+    default = zcproxy.score_many(model, names, input_shape=(3, 16, 16), seed=seed)
+    written_out = zcproxy.score_many(by_hand, {n: {"init": "none", "use_inputs": True}
+                                               for n in names}, inputs=x, seed=seed)
+    assert default == written_out
+    assert default == zcproxy.score_many(model, {n: {"init": "kaiming_fan_in", "batch_size": 64,
+                                                     "use_inputs": False} for n in names},
+                                         input_shape=(3, 16, 16), seed=seed)
+
+
+def test_meco_reads_the_first_batch_size_images():
+    """Official ``--batch_size 1``: only the first image of the caller's batch is forwarded;
+    with a larger ``batch_size`` the first that many (train-mode BatchNorm then normalises
+    over all of them, though the maps read are the first image's)."""
+    model, (x, _) = small_cnn(), batch()
+    assert zcproxy.score(model, "meco", inputs=x) == zcproxy.score(model, "meco", inputs=x[:1])
+    four = zcproxy.score(model, "meco", inputs=x, batch_size=4)
+    assert four == zcproxy.score(model, "meco", inputs=x[:4], batch_size=4)
+    assert four != zcproxy.score(model, "meco", inputs=x)
 
 
 def test_modern_proxies_are_registered_with_their_direction():

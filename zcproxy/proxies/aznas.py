@@ -7,7 +7,8 @@ aggregate ranks each one ascending).
 
 Recipe (cvlab-yonsei/AZ-NAS, ``NB201/ZeroShotProxy/compute_az_nas_score.py``, driven by
 ``NB201/tss_general.ipynb``): re-initialise conv/linear weights He-normal (fan-in, ReLU gain,
-zero biases, norm scales 1 and shifts 0), train mode (batch statistics), one batch of 64
+zero biases, norm scales 1 and shifts 0), train mode (batch statistics; ``train=False`` for
+eval mode, running statistics), one batch of 64
 Gaussian N(0, 1) inputs at the data resolution; collect the feature maps F_0..F_L "at block
 outputs": on NAS-Bench-201 (``custom/tss_model.py`` ``extract_cell_features``) F_0 is the stem
 output and F_1..F_17 the outputs of the 15 cells and 2 residual reduction blocks.
@@ -533,13 +534,13 @@ def pair_trainability(f_in: torch.Tensor, f_out: torch.Tensor, gen: torch.Genera
 
 
 def az_components(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
-                  blocks: tuple[str, ...] | None = None, use_inputs: bool = False
-                  ) -> dict[str, object]:
+                  blocks: tuple[str, ...] | None = None, use_inputs: bool = False,
+                  train: bool = True) -> dict[str, object]:
     """Per-block entropies and per-pair trainabilities, memoised per context and settings."""
     blocks = None if blocks is None else tuple(blocks)
 
     def compute():
-        net = ctx.prepared(Recipe(train=True), shared=False)
+        net = ctx.prepared(Recipe(train=train), shared=False)
         gen = torch.Generator().manual_seed(ctx.seed)
         if init == "kaiming_fan_in":
             kaiming_normal_init_(net, gen, mode="fan_in")
@@ -557,7 +558,7 @@ def az_components(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaimi
         for (_, f_in, d_in), (name, f_out, d_out) in reversed(list(zip(feats, feats[1:]))):
             pairs.append((name, *pair_trainability(f_in, f_out, gen, d_in, d_out)))
         return {"entropies": entropies, "trainability": pairs}
-    return ctx.memo(("az-nas", batch_size, init, blocks, use_inputs), compute)
+    return ctx.memo(("az-nas", batch_size, init, blocks, use_inputs, train), compute)
 
 
 def _entropies(ctx, **options) -> list[tuple[str, float]]:
@@ -578,18 +579,20 @@ AZ_MAPS_VERSION = "2"
                 description="AZ-NAS expressivity: Σ over blocks of the spectral entropy of the "
                             "feature covariance (Lee & Ham 2024)")
 def az_expressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
-                    blocks: tuple[str, ...] | None = None, use_inputs: bool = False) -> float:
+                    blocks: tuple[str, ...] | None = None, use_inputs: bool = False,
+                    train: bool = True) -> float:
     return sum(h for _, h in _entropies(ctx, batch_size=batch_size, init=init, blocks=blocks,
-                                        use_inputs=use_inputs))
+                                        use_inputs=use_inputs, train=train))
 
 
 @register_proxy("az_progressivity", higher_is_better=True, version=AZ_MAPS_VERSION,
                 description="AZ-NAS progressivity: smallest increase of the spectral entropy "
                             "from one block to the next (Lee & Ham 2024)")
 def az_progressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
-                     blocks: tuple[str, ...] | None = None, use_inputs: bool = False) -> float:
+                     blocks: tuple[str, ...] | None = None, use_inputs: bool = False,
+                     train: bool = True) -> float:
     h = [v for _, v in _entropies(ctx, batch_size=batch_size, init=init, blocks=blocks,
-                                  use_inputs=use_inputs)]
+                                  use_inputs=use_inputs, train=train)]
     return min(b - a for a, b in zip(h, h[1:]))
 
 
@@ -597,9 +600,10 @@ def az_progressivity(ctx: ProxyContext, *, batch_size: int = 64, init: str = "ka
                 description="AZ-NAS trainability: mean over blocks of -σ - 1/σ + 2, σ the "
                             "spectral norm of the block's gradient map (Lee & Ham 2024)")
 def az_trainability(ctx: ProxyContext, *, batch_size: int = 64, init: str = "kaiming_fan_in",
-                    blocks: tuple[str, ...] | None = None, use_inputs: bool = False) -> float:
+                    blocks: tuple[str, ...] | None = None, use_inputs: bool = False,
+                    train: bool = True) -> float:
     pairs = az_components(ctx, batch_size=batch_size, init=init, blocks=blocks,
-                          use_inputs=use_inputs)["trainability"]
+                          use_inputs=use_inputs, train=train)["trainability"]
     for name, v, why in pairs:
         if v == float("-inf"):
             raise ProxyUndefined(f"block {name!r} {why}", float("-inf"))

@@ -17,6 +17,9 @@ eigenvalues are computed in float64 with ``eigvalsh`` (the matrix is symmetric; 
 code uses float32 ``eig``), so the near-zero eigenvalues of rank-deficient matrices (C larger
 than the number of positions) are 0 to 1e-15 instead of 1e-7.
 
+``train=False`` runs the network in eval mode (running statistics) instead of the official
+train mode; with one image, train-mode BatchNorm normalises each map over its own positions.
+
 MeCo_opt (``--measure meco_opt`` in the same file): ``channels=8`` picks 8 random channels per
 module (seeded by the context's seed) and scales the minimum eigenvalue by C/8; modules with
 fewer than ``channels`` channels use all of them, unscaled (the official code would fail).
@@ -47,12 +50,12 @@ def min_correlation_eigenvalue(rows: torch.Tensor) -> float:
     return float(torch.linalg.eigvalsh(corr)[0])
 
 
-def meco_layers(ctx: ProxyContext, *, batch_size: int = 1, channels: int | None = None
-                ) -> list[tuple[str, float]]:
+def meco_layers(ctx: ProxyContext, *, batch_size: int = 1, channels: int | None = None,
+                train: bool = True) -> list[tuple[str, float]]:
     """(module name, its contribution) for every module call, in call order."""
     x, _ = ctx.data(min_batch=batch_size)
     x = x[:batch_size]
-    net = ctx.prepared(Recipe(train=True))
+    net = ctx.prepared(Recipe(train=train))
     gen = torch.Generator().manual_seed(ctx.seed)
     out: list[tuple[str, float]] = []
 
@@ -82,7 +85,8 @@ def meco_layers(ctx: ProxyContext, *, batch_size: int = 1, channels: int | None 
 @register_proxy("meco", needs_data=True, higher_is_better=True,
                 description="MeCo: Σ over modules of the minimum eigenvalue of the channel "
                             "correlation of one image's feature maps (Jiang et al. 2023)")
-def meco(ctx: ProxyContext, *, batch_size: int = 1, channels: int | None = None) -> float:
-    layers = meco_layers(ctx, batch_size=batch_size, channels=channels)
+def meco(ctx: ProxyContext, *, batch_size: int = 1, channels: int | None = None,
+         train: bool = True) -> float:
+    layers = meco_layers(ctx, batch_size=batch_size, channels=channels, train=train)
     return sum(v for _, v in layers if math.isfinite(v))
 

@@ -5,7 +5,8 @@ Recipe (pym1024/SWAP, ``src/metrics/swap.py`` and ``correlation.py``): a batch o
 images; every ReLU whose input is a feature map is hooked; the outputs are flattened per sample
 and concatenated into an (N samples x D units) matrix of signs (1 where the unit is active);
 SWAP is the number of *distinct unit patterns*, i.e. distinct columns (each unit's N-bit
-pattern across the samples).  The network runs in train mode (as built, never switched), and
+pattern across the samples).  The network runs in train mode (as built, never switched;
+``train=False`` for eval mode, running statistics), and
 the score is the mean over 32 repeats, each after re-drawing conv/linear weights from N(0, 1)
 with zero biases and norm scales 1, shifts 0 (``network_weight_gaussian_init``).
 
@@ -117,12 +118,12 @@ def distinct_unit_patterns(ctx: ProxyContext, net: torch.nn.Module, x: torch.Ten
 
 
 def swap_count(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
-               reinit: bool = True) -> float:
+               reinit: bool = True, train: bool = True) -> float:
     """Mean number of distinct unit patterns over the re-initialisations (memoised)."""
     def compute() -> float:
         x, _ = ctx.data(min_batch=2)
         x = x[:batch_size]
-        net = ctx.prepared(Recipe(train=True), shared=not reinit)
+        net = ctx.prepared(Recipe(train=train), shared=not reinit)
         counts = []
         for r in range(repeats if reinit else 1):
             if reinit:
@@ -131,15 +132,15 @@ def swap_count(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
             if counts[-1] == 0:
                 raise ProxyUndefined(NO_UNITS)
         return sum(counts) / len(counts)
-    return ctx.memo(("swap", batch_size, repeats, reinit), compute)
+    return ctx.memo(("swap", batch_size, repeats, reinit, train), compute)
 
 
 @register_proxy("swap", needs_data=True, higher_is_better=True,
                 description="SWAP-Score: distinct activation patterns of the units across a batch "
                             "(Peng et al. 2024)")
 def swap(ctx: ProxyContext, *, batch_size: int = 16, repeats: int = 32,
-         reinit: bool = True) -> float:
-    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit)
+         reinit: bool = True, train: bool = True) -> float:
+    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit, train=train)
 
 
 def official_size(model: torch.nn.Module, unit: float = 1e3) -> float:
@@ -158,10 +159,11 @@ def size_factor(size: float, mu: float, sigma: float) -> float:
                 description="regularised SWAP-Score: SWAP x exp(-(#params[K] - mu)^2 / sigma)")
 def swap_reg(ctx: ProxyContext, *, mu: float = 1500.0, sigma: float = 1.5e6,
              unit: float = 1e3, batch_size: int = 16, repeats: int = 32,
-             reinit: bool = True) -> float:
+             reinit: bool = True, train: bool = True) -> float:
     if sigma <= 0:
         raise ProxyOptionError(f"sigma must be positive, got {sigma}")
     if unit <= 0:
         raise ProxyOptionError(f"unit must be positive, got {unit}")
     factor = size_factor(official_size(ctx.model, unit), mu, sigma)
-    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit) * factor
+    return swap_count(ctx, batch_size=batch_size, repeats=repeats, reinit=reinit,
+                      train=train) * factor

@@ -14,6 +14,7 @@ the official code since its commit d7076d5 ("Update compute_zico.py", Feb 2023, 
 ``network.zero_grad()`` inside the batch loop); the first release accumulated gradients over
 the batches without zeroing, so its second "batch" was g_1 + g_2.  Default: per-batch
 (``accumulate=False``); ``accumulate=True`` gives the first release's numbers.
+``train=False`` scores in eval mode (running statistics) instead of the official train mode.
 
 Batches: the real batch the caller passes is split into ``batches`` equal parts (the runner's
 64 images give 2 x 32; pass 128 images for the official 2 x 64).  Weights are the model's own
@@ -42,13 +43,13 @@ from ..surgery import Recipe, weight_modules
 from .gradient import trainable_value
 
 
-def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = False
-                     ) -> list[tuple[str, float]]:
+def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = False,
+                     train: bool = True) -> list[tuple[str, float]]:
     """(layer name, Σ_θ mean|g|/std(g)) for each conv/linear layer with a non-zero sum."""
     if batches < 2:
         raise ProxyOptionError(f"ZiCo needs at least 2 batches (a std over batches), got {batches}")
     x, y = ctx.data(min_batch=batches, need_targets=True)
-    net = ctx.prepared(Recipe(train=True), shared=False)
+    net = ctx.prepared(Recipe(train=train), shared=False)
     weighted = set(weight_modules(net))
     layers = [(name, m) for name, m in net.named_modules() if m in weighted]
     grads: dict[str, list[torch.Tensor]] = {name: [] for name, _ in layers}
@@ -75,8 +76,9 @@ def zico_layer_terms(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = 
 @register_proxy("zico", needs_data=True, higher_is_better=True,
                 description="ZiCo: Σ_layers log Σ mean|g|/std(g) of loss gradients over batches "
                             "(Li et al. 2023)")
-def zico(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = False) -> float:
-    terms = zico_layer_terms(ctx, batches=batches, accumulate=accumulate)
+def zico(ctx: ProxyContext, *, batches: int = 2, accumulate: bool = False,
+         train: bool = True) -> float:
+    terms = zico_layer_terms(ctx, batches=batches, accumulate=accumulate, train=train)
     if not terms:
         raise ProxyUndefined("no conv/linear weight has a loss gradient that varies between "
                              "batches (the loss does not depend on the weights)", float("-inf"))
