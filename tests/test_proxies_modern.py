@@ -702,6 +702,20 @@ def test_az_default_recipe_written_out():
                                          input_shape=(3, 16, 16), seed=seed)
 
 
+def test_az_in_eval_mode_carries_nothing_of_the_callers_running_statistics():
+    """The He-normal re-draw builds a fresh network: in eval mode its BatchNorm reads the
+    running statistics of a fresh one (0 and 1), not the caller's."""
+    used = small_cnn()
+    with torch.no_grad():
+        for m in used.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.fill_(5.0)
+                m.running_var.fill_(9.0)
+    kw = dict(input_shape=(3, 16, 16), seed=4, train=False)
+    assert zcproxy.score(used, "az_expressivity", **kw) == zcproxy.score(
+        small_cnn(), "az_expressivity", **kw)
+
+
 def test_meco_reads_the_first_batch_size_images():
     """Official ``--batch_size 1``: only the first image of the caller's batch is forwarded;
     with a larger ``batch_size`` the first that many (train-mode BatchNorm then normalises

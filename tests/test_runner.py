@@ -32,7 +32,7 @@ from zcproxy.journal import (ENVIRONMENT, SESSION_PREFIX, UNRECORDED_SESSION, Jo
                              read_journal, read_sessions, write_journal)
 from zcproxy.nasbench import get_benchmark
 from zcproxy.registry import available_proxies, unregister_proxy
-from zcproxy.runner import ScoringJob, run_scoring, scored_with, wide_scores
+from zcproxy.runner import ScoringJob, run_scoring, run_settings, scored_with, wide_scores
 from zcproxy.surgery import clone_module
 
 PLUGIN = "zc_test_plugin"
@@ -260,11 +260,35 @@ def test_an_architecture_that_kills_its_worker_every_time_is_journaled_and_retri
         assert errors.pop(killer).startswith(ENVIRONMENT + "WorkerDied")
         assert "died 3 times" in dict(zip(done["index"], done["error"]))[killer]
         assert errors == {i: "" for i in indices[:3] if i != killer}  # neighbours scored
-        assert sorted(calls(log)) == sorted(repr(value[i]) for i in errors)  # each once
+        # A neighbour whose result was lost with the killer's process is rerun (logged twice).
+        assert set(calls(log)) == {repr(value[i]) for i in errors}
         again = run_scoring(job, indices[:3], tmp_path / "j.csv", progress=False,
                             executor=pool)
     assert (again["error"] == "").all() and len(again) == 3
     assert dict(zip(again["index"], again["score"])) == value
+
+
+def test_a_pool_that_refuses_work_once_broken_is_rebuilt_not_fatal(plugin, tss, tmp_path):
+    """A pool that lost a worker raises BrokenProcessPool from submit() itself (it is marked
+    broken before its futures fail); the run rebuilds the pool and scores everything once."""
+    import concurrent.futures as cf
+    _, indices = tss
+    log = tmp_path / "calls.txt"
+    job = probe_job(log)
+    with ProcessPoolExecutor(1, threads=1) as pool:
+        pool.start(replace(job, inputs_fingerprint=run_settings(job)[0]["inputs_fingerprint"]))
+        broken_pool, calls_made = pool._pool, []
+
+        def submit(*args):
+            calls_made.append(args)
+            if len(calls_made) == 2:
+                raise cf.process.BrokenProcessPool("a worker died")
+            return type(broken_pool).submit(broken_pool, *args)
+        broken_pool.submit = submit
+        done = run_scoring(job, indices[:4], tmp_path / "j.csv", progress=False, executor=pool)
+        assert len(calls_made) == 2 and pool.starts == 2  # refused once, rebuilt once
+    assert sorted(done["index"]) == sorted(indices[:4]) and (done["error"] == "").all()
+    assert sorted(calls(log)) == sorted(repr(v) for v in done["score"])  # each once
 
 
 def test_a_pool_started_without_an_image_check_does_not_serve_a_checked_run(tmp_path):

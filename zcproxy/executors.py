@@ -244,30 +244,46 @@ class ProcessPoolExecutor(Executor):
         suspects: deque[tuple[Task, int]] = deque()
         in_flight: dict[cf.Future, tuple[Task, int]] = {}
         window = 2 * self.workers
+
+        def submit(task: Task, attempt: int) -> bool:
+            # A pool that lost a worker refuses new work at once (it is marked broken before
+            # its futures fail): the caller puts the task back and the pool is rebuilt.
+            try:
+                in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+            except cf.process.BrokenProcessPool:
+                return False
+            return True
+
         while queue or suspects or in_flight:
+            broken = False
             if suspects:
                 if not in_flight:
                     task, attempt = suspects.popleft()
-                    in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
+                    if not submit(task, attempt):
+                        suspects.appendleft((task, attempt))
+                        broken = True
             else:
                 while queue and len(in_flight) < window:
                     task, attempt = queue.popleft()
-                    in_flight[self._pool.submit(_score_in_pool, task)] = (task, attempt)
-            alone = len(in_flight) == 1
-            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                task, attempt = in_flight.pop(future)
-                try:
-                    yield future.result()
-                except cf.process.BrokenProcessPool:
-                    broken = True
-                    if not alone:
-                        suspects.append((task, attempt))
-                    elif attempt + 1 >= self.max_attempts:
-                        yield _died_rows(task, attempt + 1)
-                    else:
-                        suspects.appendleft((task, attempt + 1))
+                    if not submit(task, attempt):
+                        queue.appendleft((task, attempt))
+                        broken = True
+                        break
+            if not broken:
+                alone = len(in_flight) == 1
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    task, attempt = in_flight.pop(future)
+                    try:
+                        yield future.result()
+                    except cf.process.BrokenProcessPool:
+                        broken = True
+                        if not alone:
+                            suspects.append((task, attempt))
+                        elif attempt + 1 >= self.max_attempts:
+                            yield _died_rows(task, attempt + 1)
+                        else:
+                            suspects.appendleft((task, attempt + 1))
             if broken:
                 # Every task still in the dead pool fails too: each is a suspect.
                 for future, (task, attempt) in list(in_flight.items()):

@@ -606,10 +606,13 @@ def gaussian_init_(model: nn.Module, generator: torch.Generator, *,
 
 
 def kaiming_normal_init_(model: nn.Module, generator: torch.Generator, *,
-                         mode: str = "fan_in") -> None:
+                         mode: str = "fan_in", reset_running_stats: bool = True) -> None:
     """He-normal initialisation with the ReLU gain, in place, as AZ-NAS and TE-NAS use it
     (``nn.init.kaiming_normal_(w, mode=mode, nonlinearity="relu")``): conv and linear weights
     ~ N(0, 2/fan) and their biases 0; affine normalisation scales 1 and shifts 0.
+    ``reset_running_stats`` also gives BatchNorm the running statistics of a freshly built
+    network, so a network scored in eval mode after the re-draw carries nothing of the caller's
+    (in train mode, the default of every proxy that re-draws, they are never read).
 
     Draws come from ``generator`` (a CPU one) in ``model.modules()`` order and are then copied
     to each weight's device and dtype, so values do not depend on the device or the global RNG.
@@ -628,6 +631,9 @@ def kaiming_normal_init_(model: nn.Module, generator: torch.Generator, *,
                     m.bias.zero_()
             elif is_norm(m):
                 _reset_affine(m)
+                if reset_running_stats and isinstance(m, nn.modules.batchnorm._BatchNorm) \
+                        and m.track_running_stats:
+                    m.reset_running_stats()
 
 
 _LAZY_CONV = {nn.Conv1d: nn.LazyConv1d, nn.Conv2d: nn.LazyConv2d, nn.Conv3d: nn.LazyConv3d}

@@ -7,8 +7,8 @@ aggregate ranks each one ascending).
 
 Recipe (cvlab-yonsei/AZ-NAS, ``NB201/ZeroShotProxy/compute_az_nas_score.py``, driven by
 ``NB201/tss_general.ipynb``): re-initialise conv/linear weights He-normal (fan-in, ReLU gain,
-zero biases, norm scales 1 and shifts 0), train mode (batch statistics; ``train=False`` for
-eval mode, running statistics), one batch of 64
+zero biases, norm scales 1 and shifts 0, BatchNorm running statistics reset), train mode
+(batch statistics; ``train=False`` for eval mode, running statistics), one batch of 64
 Gaussian N(0, 1) inputs at the data resolution; collect the feature maps F_0..F_L "at block
 outputs": on NAS-Bench-201 (``custom/tss_model.py`` ``extract_cell_features``) F_0 is the stem
 output and F_1..F_17 the outputs of the 15 cells and 2 residual reduction blocks.
