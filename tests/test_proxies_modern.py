@@ -656,7 +656,8 @@ def batch(n=16, size=16):
 
 
 @pytest.mark.parametrize("proxy", ["zico", "meco", "swap", "swap_reg", "az_expressivity",
-                                   "az_progressivity", "az_trainability"])
+                                   "az_progressivity", "az_trainability", "tenas_lr", "naswot",
+                                   "grad_norm", "snip"])
 def test_bn_mode_is_an_option_and_defaults_to_the_official_train_mode(proxy):
     """Every official recipe here runs BatchNorm on batch statistics; ``train=False`` gives the
     running statistics instead, and the caller's own mode decides nothing."""
@@ -667,6 +668,13 @@ def test_bn_mode_is_an_option_and_defaults_to_the_official_train_mode(proxy):
     assert default == zcproxy.score(model, proxy, train=True, **kw)
     assert default == zcproxy.score(small_cnn().train(), proxy, **kw)
     assert default != zcproxy.score(model, proxy, train=False, **kw)
+
+
+def test_grad_norm_zennas_recipe_runs_batchnorm_in_train_mode_by_default():
+    kw = dict(recipe="zennas", input_shape=(3, 16, 16), seed=1)
+    default = zcproxy.score(small_cnn().eval(), "grad_norm", **kw)
+    assert default == zcproxy.score(small_cnn(), "grad_norm", train=True, **kw)
+    assert default != zcproxy.score(small_cnn(), "grad_norm", train=False, **kw)
 
 
 def test_az_default_recipe_written_out():

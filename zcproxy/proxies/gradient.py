@@ -109,8 +109,9 @@ def loss_pass(ctx: ProxyContext, *, train: bool = True) -> LossPass:
     return ctx.memo(("loss-pass", train), compute)
 
 
-def _loss_grads(ctx: ProxyContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    p = loss_pass(ctx)
+def _loss_grads(ctx: ProxyContext, train: bool = True
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    p = loss_pass(ctx, train=train)
     return [(w, g) for w, g in zip(p.weights, p.grads) if g is not None]
 
 
@@ -121,7 +122,8 @@ GRAD_NORM_RECIPES = ("abdelfattah", "zennas")
                 reads_images_with=lambda options: options.get("recipe") != "zennas",
                 description="grad_norm: Σ per-layer L2 norm of the loss gradient "
                             "(Abdelfattah et al. 2021)")
-def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int = 64) -> float:
+def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int = 64,
+              train: bool = True) -> float:
     """``recipe="abdelfattah"`` (default): Σ over conv and linear layers of ‖∂L/∂W‖₂ on the
     real labelled batch (SamsungLabs/zero-cost-nas ``foresight/pruners/measures/grad_norm.py``,
     NASLib's ``grad_norm.py``).
@@ -132,13 +134,15 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
     inputs with uniformly random labels, cross-entropy, and one global norm
     √(Σ over *every* parameter of ‖∂L/∂θ‖²), BatchNorm's and biases included.  It reads no
     image, which is why its published figures sit far below the authors' recipe.
+
+    Both recipes run BatchNorm in train mode, as their code does; ``train=False`` for eval mode.
     """
     if recipe == "abdelfattah":
-        return float(sum(g.norm() for _, g in _loss_grads(ctx)))
+        return float(sum(g.norm() for _, g in _loss_grads(ctx, train)))
     if recipe != "zennas":
         raise ProxyOptionError(f"recipe must be one of {', '.join(GRAD_NORM_RECIPES)}, "
                                f"not {recipe!r}")
-    net = ctx.prepared(Recipe(train=True), shared=False)
+    net = ctx.prepared(Recipe(train=train), shared=False)
     gen = torch.Generator().manual_seed(ctx.seed)
     kaiming_normal_init_(net, gen, mode="fan_in")
     x = torch.randn((batch_size, *ctx.shape()), generator=gen).to(ctx.device)
@@ -152,8 +156,9 @@ def grad_norm(ctx: ProxyContext, *, recipe: str = "abdelfattah", batch_size: int
 
 @register_proxy("snip", needs_data=True,
                 description="SNIP: Σ|θ·∂L/∂θ| on a labelled batch (Lee et al. 2019)")
-def snip(ctx: ProxyContext) -> float:
+def snip(ctx: ProxyContext, *, train: bool = True) -> float:
     """Σ over conv and linear weights of |W ⊙ ∂L/∂W|, from the pass grad_norm shares
     (SamsungLabs/zero-cost-nas ``foresight/pruners/measures/snip.py``, which differentiates a
-    weight mask at 1: the same number; NASLib's ``snip.py``)."""
-    return float(sum((w * g).abs().sum() for w, g in _loss_grads(ctx)))
+    weight mask at 1: the same number; NASLib's ``snip.py``), in train mode unless
+    ``train=False``."""
+    return float(sum((w * g).abs().sum() for w, g in _loss_grads(ctx, train)))

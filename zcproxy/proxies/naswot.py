@@ -6,7 +6,7 @@ layers; the score is log|det K|.  Two identical images give two identical rows: 
 the score is -inf, which the caller sees as a non-finite score.
 
 The reference code runs the network in train mode (batch statistics) and hooks nn.ReLU
-modules; so does this one.  Activations of other kinds are turned into ReLU first, so that
+modules; so does this one (``train=False`` for eval mode, running statistics).  Activations of other kinds are turned into ReLU first, so that
 "active" means positive for every network.  Two differences from BayesWatch/
 nas-without-training ``score_networks.py``, both choices: (1) it selects modules by
 ``'ReLU' in str(type(module))``, which on NAS-Bench-201 also matches the ``ReLUConvBN``
@@ -82,8 +82,9 @@ def log_abs_det(k: torch.Tensor) -> float:
 
 
 def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None], *,
-                  any_order: bool = True) -> int:
-    """Run NASWOT's forward (train mode, every activation a ReLU) on the real batch, calling
+                  any_order: bool = True, train: bool = True) -> int:
+    """Run NASWOT's forward (train mode unless ``train=False``, every activation a ReLU) on
+    the real batch, calling
     ``layer(flat)`` with each ReLU output as ``(N, units)``; returns N.  ``any_order``: units in
     memory order (K does not depend on it; no copy); else in the logical (C, H, W) order, the
     same on both paths, for comparing codes unit by unit.
@@ -92,7 +93,7 @@ def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None], *,
     units; the fidelity gate (benchmarks/FIDELITY.md) measures how many codes that flips."""
     x, _ = ctx.data(min_batch=2)
     low = ctx.pick_dtype(None, torch.bfloat16) if x.dtype == torch.float32 else None
-    net = ctx.prepared(Recipe(relu=True, train=True, dtype=low), fast=True)
+    net = ctx.prepared(Recipe(relu=True, train=train, dtype=low), fast=True)
     if low is not None:
         x = x.to(low)
     n = x.shape[0]
@@ -114,7 +115,7 @@ def relu_codes(ctx: ProxyContext) -> np.ndarray:
 @register_proxy("naswot", needs_data=True, higher_is_better=True,
                 description="NASWOT: log|det| of the ReLU-code agreement kernel on a real batch "
                             "(Mellor et al. 2021)")
-def naswot(ctx: ProxyContext) -> float:
+def naswot(ctx: ProxyContext, *, train: bool = True) -> float:
     on_cpu = ctx.device.type == "cpu"
     kernel: torch.Tensor | None = None
     packed: list[np.ndarray] = []
@@ -129,7 +130,7 @@ def naswot(ctx: ProxyContext) -> float:
             layer = agreement_kernel(flat > 0)
             kernel = layer if kernel is None else kernel + layer
 
-    n = coded_forward(ctx, accumulate)
+    n = coded_forward(ctx, accumulate, train=train)
     if packed:
         kernel = torch.from_numpy(packed_agreement_kernel(packed, units))
     if kernel is None:

@@ -161,7 +161,8 @@ def _check_takes_crops(ctx: ProxyContext, net: torch.nn.Module, crops: torch.Ten
                 description="TE-NAS: number of linear regions (distinct ReLU patterns) of 3000 "
                             "3x3 crops on a 1-channel copy of the network (Chen et al. 2021)")
 def tenas_lr(ctx: ProxyContext, *, samples: int = 1000, batches: int = 3, crop: int = 3,
-             channels: int | None = 1, width: int | None = 1, repeats: int = 3) -> float:
+             channels: int | None = 1, width: int | None = 1, repeats: int = 3,
+             train: bool = True) -> float:
     x, _ = ctx.data(min_batch=1)
     if x.dim() != 4:
         raise ValueError(f"tenas_lr crops images: inputs must be (N, C, H, W), "
@@ -169,10 +170,10 @@ def tenas_lr(ctx: ProxyContext, *, samples: int = 1000, batches: int = 3, crop: 
     gen = torch.Generator().manual_seed(ctx.seed)
     draws = [[random_crops(x, samples, crop, channels, gen) for _ in range(batches)]
              for _ in range(repeats)]
-    net = ctx.prepared(Recipe(train=True))
+    net = ctx.prepared(Recipe(train=train))
     if width is not None:
         try:
-            net = narrow_copy(net, width, draws[0][0][:2], ctx.seed).train()
+            net = narrow_copy(net, width, draws[0][0][:2], ctx.seed).train(train)
         except ValueError:
             _check_takes_crops(ctx, net, random_crops(x, 2, crop, None, gen))
             raise
