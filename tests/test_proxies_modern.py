@@ -677,16 +677,23 @@ def test_grad_norm_zennas_recipe_runs_batchnorm_in_train_mode_by_default():
     assert default != zcproxy.score(small_cnn(), "grad_norm", train=False, **kw)
 
 
-def test_az_default_recipe_written_out():
-    """The default recipe by hand: conv/linear weights ~ N(0, 2 / fan_in) drawn in module order
-    from a generator seeded with the context's seed, biases 0, BatchNorm scales 1 and shifts 0,
-    then 64 N(0, 1) inputs from the same generator; the model's own weights play no part."""
+def small_cnn_with_batchnorm(**values: float) -> nn.Module:
+    """small_cnn with every BatchNorm tensor named in ``values`` (weight, running_mean, ...)
+    filled with its value."""
     model = small_cnn()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.weight.fill_(3.0)
-                m.bias.fill_(0.5)
+                for name, value in values.items():
+                    getattr(m, name).fill_(value)
+    return model
+
+
+def test_az_default_recipe_written_out():
+    """The default recipe by hand: conv/linear weights ~ N(0, 2 / fan_in) drawn in module order
+    from a generator seeded with the context's seed, biases 0, BatchNorm scales 1 and shifts 0,
+    then 64 N(0, 1) inputs from the same generator; the model's own weights play no part."""
+    model = small_cnn_with_batchnorm(weight=3.0, bias=0.5)
     seed = 5
     by_hand = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
@@ -713,12 +720,7 @@ def test_az_default_recipe_written_out():
 def test_az_in_eval_mode_carries_nothing_of_the_callers_running_statistics():
     """The He-normal re-draw builds a fresh network: in eval mode its BatchNorm reads the
     running statistics of a fresh one (0 and 1), not the caller's."""
-    used = small_cnn()
-    with torch.no_grad():
-        for m in used.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.fill_(5.0)
-                m.running_var.fill_(9.0)
+    used = small_cnn_with_batchnorm(running_mean=5.0, running_var=9.0)
     kw = dict(input_shape=(3, 16, 16), seed=4, train=False)
     assert zcproxy.score(used, "az_expressivity", **kw) == zcproxy.score(
         small_cnn(), "az_expressivity", **kw)

@@ -591,18 +591,7 @@ def gaussian_init_(model: nn.Module, generator: torch.Generator, *,
     Draws come from ``generator`` (a CPU one) in ``model.modules()`` order and are then copied
     to each weight's device and dtype, so values do not depend on the device or the global RNG.
     """
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-                draw = torch.randn(m.weight.shape, generator=generator, dtype=torch.float32)
-                m.weight.copy_(draw)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif is_norm(m):
-                _reset_affine(m)
-                if reset_running_stats and isinstance(m, nn.modules.batchnorm._BatchNorm) \
-                        and m.track_running_stats:
-                    m.reset_running_stats()
+    _redraw_(model, generator, lambda w: 1.0, reset_running_stats)
 
 
 def kaiming_normal_init_(model: nn.Module, generator: torch.Generator, *,
@@ -619,14 +608,24 @@ def kaiming_normal_init_(model: nn.Module, generator: torch.Generator, *,
     """
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', not {mode!r}")
+
+    def he_std(w: torch.Tensor) -> float:
+        receptive = w[0][0].numel() if w.dim() > 2 else 1
+        fan = (w.shape[1] if mode == "fan_in" else w.shape[0]) * receptive
+        return (2.0 / max(fan, 1)) ** 0.5
+    _redraw_(model, generator, he_std, reset_running_stats)
+
+
+def _redraw_(model: nn.Module, generator: torch.Generator,
+             std: Callable[[torch.Tensor], float], reset_running_stats: bool) -> None:
+    """Conv and linear weights ~ N(0, std(weight)²) drawn from ``generator`` in module order,
+    biases 0; norm scales 1 and shifts 0, and (``reset_running_stats``) BatchNorm's running
+    statistics those of a freshly built network."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-                w = m.weight
-                receptive = w[0][0].numel() if w.dim() > 2 else 1
-                fan = (w.shape[1] if mode == "fan_in" else w.shape[0]) * receptive
-                draw = torch.randn(w.shape, generator=generator, dtype=torch.float32)
-                w.copy_(draw * (2.0 / max(fan, 1)) ** 0.5)
+                draw = torch.randn(m.weight.shape, generator=generator, dtype=torch.float32)
+                m.weight.copy_(draw * std(m.weight))
                 if m.bias is not None:
                     m.bias.zero_()
             elif is_norm(m):

@@ -6,8 +6,8 @@ layers; the score is log|det K|.  Two identical images give two identical rows: 
 the score is -inf, which the caller sees as a non-finite score.
 
 The reference code runs the network in train mode (batch statistics) and hooks nn.ReLU
-modules; so does this one (``train=False`` for eval mode, running statistics).  Activations of other kinds are turned into ReLU first, so that
-"active" means positive for every network.  Two differences from BayesWatch/
+modules; so does this one (``train=False`` for eval mode, running statistics).  Activations of
+other kinds are turned into ReLU first, so that "active" means positive for every network.  Two differences from BayesWatch/
 nas-without-training ``score_networks.py``, both choices: (1) it selects modules by
 ``'ReLU' in str(type(module))``, which on NAS-Bench-201 also matches the ``ReLUConvBN``
 operation around each ReLU, so every convolution's codes enter K twice (log|det K| moves by
@@ -84,8 +84,7 @@ def log_abs_det(k: torch.Tensor) -> float:
 def coded_forward(ctx: ProxyContext, layer: Callable[[torch.Tensor], None], *,
                   any_order: bool = True, train: bool = True) -> int:
     """Run NASWOT's forward (train mode unless ``train=False``, every activation a ReLU) on
-    the real batch, calling
-    ``layer(flat)`` with each ReLU output as ``(N, units)``; returns N.  ``any_order``: units in
+    the real batch, calling ``layer(flat)`` with each ReLU output as ``(N, units)``; returns N.  ``any_order``: units in
     memory order (K does not depend on it; no copy); else in the logical (C, H, W) order, the
     same on both paths, for comparing codes unit by unit.
 
